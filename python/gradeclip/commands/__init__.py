@@ -1,0 +1,1 @@
+"""One module per ``gradeclip`` subcommand (see :mod:`gradeclip.cli`)."""

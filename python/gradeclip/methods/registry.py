@@ -1,0 +1,27 @@
+"""The registry of explanation methods: one entry per method module."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..errors import UnknownMethodError
+from . import gradeclip
+from .base import MethodInfo, MethodOutput
+
+MethodFn = Callable[..., MethodOutput]
+
+_REGISTRY: dict[str, tuple[MethodInfo, MethodFn]] = {
+    gradeclip.INFO.name: (gradeclip.INFO, gradeclip.grad_eclip),
+}
+
+
+def methods() -> dict[str, MethodInfo]:
+    """Every registered method by name: text-specific or not, needs gradients, cost, paper."""
+    return {name: info for name, (info, _) in _REGISTRY.items()}
+
+
+def get_method(name: Any) -> tuple[MethodInfo, MethodFn]:
+    """The registered ``(info, function)`` for ``name``; :class:`UnknownMethodError` lists valid names."""
+    if name not in _REGISTRY:
+        raise UnknownMethodError(f"unknown method {name!r}; valid methods: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
