@@ -140,3 +140,15 @@ def test_pair(text_model, tokenizer):
     assert pair.words == textual.words(0, 0)
     assert pair.text == "a dog, running!"
     torch.testing.assert_close(pair.textual.model_scores, pair.visual.model_scores)
+
+
+def test_texts_in_chunks(text_model, tokenizer, monkeypatch):
+    """Texts beyond TEXT_BATCH go in further forwards; the result is the same as in one."""
+    images = torch.randn(2, 3, 32, 32)
+    ex = gradeclip.Explainer(text_model, tokenizer)
+    whole = ex.explain_text(images, CAPTIONS, n_layers=4)
+    monkeypatch.setattr(gradeclip.explainer, "TEXT_BATCH", 2)
+    chunked = ex.explain_text(images, CAPTIONS, n_layers=4)
+    torch.testing.assert_close(chunked.importance, whole.importance, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(chunked.scores, whole.scores)
+    torch.testing.assert_close(chunked.model_scores, whole.model_scores)

@@ -90,8 +90,8 @@ class Explainer:
     def text_tower(self) -> OpenClipText:
         """The text tower's adapter (raises :class:`UnsupportedModelError` if there is none)."""
         if self._text_tower is None:
-            self._text_tower = text_tower(self.model)  # type: ignore[assignment]
-        return self._text_tower  # type: ignore[return-value]
+            self._text_tower = text_tower(self.model)
+        return self._text_tower
 
     def encode_texts(self, texts: str | Sequence[str] | Tensor) -> tuple[Tensor, list[str] | None]:
         """Unit-norm float32 text embeddings ``[T, E]`` on the model's device, and the texts.
@@ -197,7 +197,7 @@ class Explainer:
         The images go through the unmodified image tower; the T texts go through the text tower in
         one forward with its last ``n_layers`` blocks explained (single-head with ``heads="single"``,
         the model's own heads with ``heads="model"``), and the channel weights of all B×T pairs come
-        from one batched vector-Jacobian product.
+        from one batched vector-Jacobian product (texts go in chunks of ``TEXT_BATCH`` to bound memory).
 
         Args:
             images: float tensor ``[B, 3, H, W]``, preprocessed as for :meth:`explain_image`.
@@ -227,12 +227,15 @@ class Explainer:
         targets = self.encode_images(images)
         if targets.shape[-1] != tower.embed_dim:
             raise UnsupportedModelError(f"image embeddings have width {targets.shape[-1]}, text embeddings {tower.embed_dim}")
-        with evaluation_mode(self.model):
-            out = grad_eclip_text(tower, tokens, targets, heads=heads, n_layers=n_layers)
+        with evaluation_mode(self.model):  # up to TEXT_BATCH texts per forward, to bound memory
+            outs = [
+                grad_eclip_text(tower, tokens[i : i + TEXT_BATCH], targets, heads=heads, n_layers=n_layers)
+                for i in range(0, tokens.shape[0], TEXT_BATCH)
+            ]
         return TextExplanation(
-            importance=out.maps,
-            scores=out.scores,
-            model_scores=out.model_scores,
+            importance=torch.cat([out.maps for out in outs], dim=1),
+            scores=torch.cat([out.scores for out in outs], dim=1),
+            model_scores=torch.cat([out.model_scores for out in outs], dim=1),
             texts=captions,
             alignments=alignments,
             options={"n_layers": n_layers, "heads": heads},

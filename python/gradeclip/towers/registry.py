@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from ..errors import UnsupportedModelError
 from .base import TokenTower
+
+if TYPE_CHECKING:
+    from .openclip_text import OpenClipText
 
 
 def image_tower(model: nn.Module) -> TokenTower:
@@ -28,7 +33,7 @@ def image_tower(model: nn.Module) -> TokenTower:
     )
 
 
-def text_tower(model: nn.Module) -> TokenTower:
+def text_tower(model: nn.Module) -> OpenClipText:
     """The adapter for ``model``'s text tower: the text modules of an open_clip ``CLIP``, or the
     ``TextTransformer`` at ``model.text`` (``CustomTextCLIP``). Raises :class:`UnsupportedModelError`
     naming the model and the reason when Grad-ECLIP cannot explain it (Hugging Face text towers,
