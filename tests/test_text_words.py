@@ -36,9 +36,9 @@ def test_words_as_written(tokenizer, caption, expected):
     check_partition(tokenizer, caption, alignment)
 
 
-def check_partition(tokenizer, caption, alignment):
+def check_partition(tokenizer, caption, alignment, context_length=77):
     """Each token between SOT and EOT belongs to exactly one word, in order, and the tokens are the tokenizer's."""
-    ids = tokenizer([caption])[0]
+    ids = tokenizer([caption], context_length=context_length)[0]
     eot = alignment.eot
     assert int(ids[eot]) == tokenizer.eot_token_id and alignment.tokens[0] == "<start_of_text>" and alignment.tokens[-1] == "<end_of_text>"
     flat = [p for pos in alignment.positions for p in pos]
@@ -53,13 +53,13 @@ def test_multi_piece_words_own_their_pieces(tokenizer):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40))
-def test_any_text_partitions_its_tokens(tokenizer, caption):
-    """For any caption, the words are substrings at their spans, in order, and own every token once."""
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40), st.sampled_from([77, 7]))
+def test_any_text_partitions_its_tokens(tokenizer, caption, context_length):
+    """For any caption (also truncated), the words are substrings at their spans, in order, and own every kept token once."""
     if not caption.strip():
         return
-    alignment = align_words(tokenizer, caption, 77)
-    check_partition(tokenizer, caption, alignment)
+    alignment = align_words(tokenizer, caption, context_length)
+    check_partition(tokenizer, caption, alignment, context_length)
     ends = [0] + [e for _, e in alignment.spans]
     for (start, end), word, before in zip(alignment.spans, alignment.words, ends):
         assert caption[start:end] == word and start >= before and word.strip() == word
@@ -72,6 +72,8 @@ def test_truncation_keeps_the_words_that_fit(tokenizer):
     assert alignment.words == ["one", "two", "three", "four"]
     assert alignment.tokens[-1] == "<end_of_text>" and alignment.eot == 5
     cut = align_words(tokenizer, "a hippopotamus", 5)  # hippo|potam|us cut after 'hippo', 'potam'
+    assert cut.words == ["a", "hippopotamus"] and cut.positions == [(1,), (2, 3)]
+    cut = align_words(tokenizer, "a hippopotamus, in the river", 5)  # the comma is cut off with the rest
     assert cut.words == ["a", "hippopotamus"] and cut.positions == [(1,), (2, 3)]
 
 

@@ -106,7 +106,7 @@ def align_words(tokenizer: Any, text: str, context_length: int) -> WordAlignment
     row = [tokenizer.sot_token_id, *content[:kept], tokenizer.eot_token_id]
     tokens = [tokenizer.decode([i]).strip() for i in row]
     words, spans, positions = [], [], []
-    for start, end, first, count in _word_pieces(tokenizer, text, content):
+    for start, end, first, count in _word_pieces(tokenizer, text, content, kept):
         if first >= kept and (count > 0 or truncated):
             break  # cut off by truncation
         words.append(text[start:end])
@@ -115,19 +115,31 @@ def align_words(tokenizer: Any, text: str, context_length: int) -> WordAlignment
     return WordAlignment(tokens, words, spans, positions, truncated)
 
 
-def _word_pieces(tokenizer: Any, text: str, content: list[int]) -> list[tuple[int, int, int, int]]:
-    """``(start, end, first_token, n_tokens)`` of each word of ``text``, covering ``content`` in order."""
+def _word_pieces(tokenizer: Any, text: str, content: list[int], limit: int) -> list[tuple[int, int, int, int]]:
+    """``(start, end, first_token, n_tokens)`` of each word of ``text``, covering ``content`` in order.
+
+    Only the first ``limit`` tokens (those that survive truncation) are matched: when ``content``
+    is longer, the words are followed only up to the cut, so a very long caption costs no more
+    than the part of it that is explained.
+    """
     chunks = [m.span() for m in _CHUNK.finditer(text)]
+    truncated = len(content) > limit
     pieces: list[tuple[int, int, int, int]] = []
     done = 0  # tokens of ``content`` already assigned
     i = 0
-    while i < len(chunks):
+    while i < len(chunks) and not (truncated and done >= limit):
         for j in range(i, len(chunks)):  # the smallest run of chunks whose tokens come next
             start, end = chunks[i][0], chunks[j][1]
             ids = tokenizer.encode(text[start:end])
-            if content[done : done + len(ids)] == ids:
+            seen = min(len(ids), limit - done)  # the run's tokens before the cut
+            if ids[:seen] == content[done : done + seen] and (seen == len(ids) or truncated):
                 break
-        if j == len(chunks) - 1:  # the last word takes what is left (all the rest if no run matched)
+            if done + len(ids) >= limit:  # reaches the cut without matching: growing the run cannot help
+                ids = content[done:]
+                if not truncated:  # the rest of the caption is one word
+                    j, end = len(chunks) - 1, chunks[-1][1]
+                break
+        if j == len(chunks) - 1 and not truncated:  # the last word takes what is left (all the rest if no run matched)
             ids = content[done:]
         for s, e, n in _split_punctuation(tokenizer, text, start, end, ids):
             pieces.append((s, e, done, n))
