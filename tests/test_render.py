@@ -357,3 +357,23 @@ def test_explanation_upsampled_and_normalized(tiny_model):
     assert res.upsampled((7, 9)).shape == (2, 3, 7, 9)
     norm = res.normalized()
     np.testing.assert_array_equal(norm, np.stack([minmax(m) for m in up.reshape(b * t, *up.shape[2:])]).reshape(up.shape))
+
+
+def test_docs_examples_run():
+    """The examples in docs/render.md run and their assertions hold."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "render.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        exec(compile(block, "docs/render.md", "exec"), {})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_are_moved_to_the_cpu(rng):
+    maps = rng.standard_normal((2, 7, 7)).astype(np.float32)
+    got = render.upsample(torch.from_numpy(maps).cuda().requires_grad_(), (30, 20))
+    np.testing.assert_array_equal(got, render.upsample(maps, (30, 20)))
