@@ -50,8 +50,9 @@ impl Mode {
 }
 
 /// For every output position along one axis: the input indices it reads and their weights,
-/// `taps` of each, stored output-major. For bicubic the reference tap (index 1) comes first in
-/// the difference form, so `index[.., 0]` is always the tap the others are taken relative to.
+/// `taps` of each, stored output-major. The first tap is the reference of the difference form
+/// (bicubic: PyTorch's tap 1 is moved first); its own weight is kept for clarity and tests but
+/// never read, since the difference form takes it as one minus the others.
 struct AxisTaps {
     taps: usize,
     index: Vec<usize>,
