@@ -51,7 +51,7 @@ impl Mode {
 
 /// For every output position along one axis: the input indices it reads and their weights,
 /// `taps` of each, stored output-major. The first tap is the reference of the difference form
-/// (bicubic: PyTorch's tap 1 is moved first); its own weight is kept for clarity and tests but
+/// (bicubic: PyTorch's tap 1 is moved first); its own weight is stored alongside but
 /// never read, since the difference form takes it as one minus the others.
 struct AxisTaps {
     taps: usize,
