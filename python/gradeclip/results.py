@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from torch import Tensor
 
 from .words import WordAlignment
@@ -45,6 +46,22 @@ class ImageExplanation:
         """``(h, w)`` of each map."""
         return (self.maps.shape[-2], self.maps.shape[-1])
 
+    def upsampled(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The maps upsampled bilinearly with half-pixel centres (SPEC §5) to ``size`` (default:
+        ``image_size``), as numpy float32 ``[B, T, H, W]`` on the CPU (see :func:`gradeclip.render.upsample`)."""
+        from . import render
+
+        b, t, h, w = self.maps.shape
+        up = render.upsample(self.maps.detach().reshape(b * t, h, w), self.image_size if size is None else size)
+        return up.reshape(b, t, *up.shape[1:])
+
+    def normalized(self) -> np.ndarray:
+        """:meth:`upsampled` maps, each min-max normalised to [0, 1] (a constant map becomes zeros),
+        as numpy float32 ``[B, T, H, W]`` — the maps SPEC §5 displays and evaluates."""
+        from . import render
+
+        up = self.upsampled()
+        return render.normalize(up.reshape(-1, *up.shape[2:])).reshape(up.shape)
 
 @dataclass(frozen=True)
 class TextExplanation:
