@@ -21,7 +21,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
+from ..attention import attend
+from ..errors import InputError
 from .blocks import AttentionBlock, ExplainedAttention
 
 
@@ -108,12 +111,65 @@ class TokenTower(ABC):
         return x
 
     def encode(self, inputs: Any) -> Tensor:
-        """The model's own, unmodified embedding ``[B, E]`` (unnormalised) of ``inputs``.
-        Towers explained at an attention pooler override this with the model's own forward."""
+        """The unmodified model's embedding ``[B, E]`` (unnormalised) of ``inputs``: the model's own
+        blocks up to the last explained layer, then that layer's attention with the model's heads at
+        its query rows and :meth:`readout` (only the rows that reach the embedding are computed)."""
         batch = self.embed(inputs)
-        assert batch.query is not None
-        x = self.run_blocks(batch.x, self.blocks, batch.attn_mask)
-        return self.head(rows(x, batch.query))
+        x = self.run_blocks(batch.x, self.blocks[:-1], batch.attn_mask)
+        last = self.blocks[-1]
+        q, k, v, mask = last.query_qkv(x, batch.query, batch.attn_mask)
+        o, _ = attend(q, k, v, last.heads, mask)
+        return self.readout(x, o, batch)
+
+
+class ImageTower(TokenTower):
+    """An image tower: float images ``[B, 3, H, W]`` in, maps over a grid of ``patch_size`` cells."""
+
+    #: pixels per map cell ``(ph, pw)``: the patch size of a ViT, the total stride of a CNN
+    patch_size: tuple[int, int]
+    #: the map grid at the model's own input size
+    model_grid: tuple[int, int]
+    #: whether inputs of another size are accepted (positional embeddings interpolated, SPEC §4)
+    any_size: bool = True
+
+    def check_images(self, images: Tensor) -> None:
+        """Raise :class:`InputError` unless ``images`` is a finite float ``[B, 3, H, W]`` batch with
+        ``H`` and ``W`` multiples of the patch size (and, for towers fixed to their input size, that size)."""
+        if not isinstance(images, Tensor):
+            raise InputError(f"images must be a torch.Tensor [B, 3, H, W], got {type(images).__name__}")
+        if images.ndim != 4:
+            raise InputError(f"images must have shape [B, 3, H, W], got rank {images.ndim} shape {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise InputError("images is an empty batch (B = 0)")
+        if images.shape[1] != 3:
+            raise InputError(f"images must have 3 channels, got {images.shape[1]} (shape {tuple(images.shape)})")
+        if not images.is_floating_point():
+            raise InputError(f"images must be a float tensor (already preprocessed), got dtype {images.dtype}")
+        height, width = images.shape[-2:]
+        ph, pw = self.patch_size
+        if height % ph or width % pw:
+            raise InputError(
+                f"image size {height}×{width} is not a multiple of the patch size {ph}×{pw}; "
+                "resize it (gradeclip.native_preprocess does this) or use the model's preprocess"
+            )
+        if not self.any_size and (height // ph, width // pw) != self.model_grid:
+            size = (self.model_grid[0] * ph, self.model_grid[1] * pw)
+            raise InputError(
+                f"{self.description} is explained at its own input size {size[0]}×{size[1]} only, got {height}×{width}; "
+                "use the model's preprocess"
+            )
+        if not torch.isfinite(images).all():
+            raise InputError("images contain NaN or infinite values")
+
+
+def resize_positions(pos: Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
+    """A grid's positional embedding ``[h·w, D]`` (raster order) resized to ``new_grid``: bicubic,
+    align_corners=False (SPEC §4), computed in float32; returns ``[h'·w', D]`` in ``pos``'s dtype."""
+    if tuple(new_grid) == tuple(grid):
+        return pos
+    cells = pos.float().reshape(1, grid[0], grid[1], -1).permute(0, 3, 1, 2)
+    cells = F.interpolate(cells, size=new_grid, mode="bicubic", align_corners=False)
+    return cells.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1).to(pos.dtype)
 
 
 class TextTower(TokenTower):
