@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo"]
+COMMANDS = ["demo", "coverage"]
 
 
 def build_parser() -> argparse.ArgumentParser:

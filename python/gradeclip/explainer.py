@@ -228,9 +228,17 @@ class Explainer:
 
     def encode_images(self, images: Tensor) -> Tensor:
         """Unit-norm float32 image embeddings ``[B, E]`` from the unmodified image tower (any input
-        size the tower accepts, so native-resolution inputs work too)."""
+        size the tower's adapter accepts, so native-resolution inputs work too). A model whose image
+        tower has no adapter (e.g. ConvNeXt) is encoded with its own ``encode_image``, so its texts
+        can still be explained."""
         with torch.no_grad(), evaluation_mode(self.model):
-            emb = self.image_tower.encode(images).float()
+            try:
+                encode = self.image_tower.encode
+            except UnsupportedModelError:
+                encode = getattr(self.model, "encode_image", None)
+                if encode is None:
+                    raise
+            emb = encode(images).float()
         norm = emb.norm(dim=-1, keepdim=True)
         if not torch.isfinite(emb).all() or (norm == 0).any():
             raise InputError("an image embedding is all zeros or not finite")
