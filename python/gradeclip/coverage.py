@@ -132,7 +132,7 @@ def build(name: str) -> tuple[nn.Module, str, str | None]:
     with small_timm() as timm_notes:
         if "hf_model_name" in text:
             visual = _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=cfg.get("quick_gelu", False))
-            pooler = text.get("hf_pooler_type") or "default pooler"
+            pooler = text.get("hf_pooler_type", "mean_pooler")  # open_clip's default
             problem = (
                 f"Hugging Face text encoder {text['hf_model_name']} ({pooler}) needs its config from the hub, so it is not "
                 "built here; gradeclip does not explain open_clip's Hugging Face text encoders"
