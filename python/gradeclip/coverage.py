@@ -138,9 +138,9 @@ def build(name: str) -> tuple[nn.Module, str, str | None]:
                 "built here; gradeclip does not explain open_clip's Hugging Face text encoders"
                 + (" (mean pooling: no attention at the pooling point)" if pooler == "mean_pooler" else "")
             )
-            return VisionOnly(visual).eval(), "; ".join([note, *timm_notes, "image tower only"]), problem
+            return VisionOnly(visual).eval(), "; ".join(n for n in [note, *timm_notes, "image tower only"] if n), problem
         model = open_clip.create_model(name, pretrained=None, **_overrides(cfg))
-    return model.eval(), "; ".join([note, *timm_notes]), None
+    return model.eval(), "; ".join(n for n in [note, *timm_notes] if n), None
 
 
 def _overrides(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,11 @@ def refuse_trunk(trunk: nn.Module, owner: str) -> UnsupportedModelError:
     """The error for a timm trunk gradeclip cannot explain, naming why."""
     name = type(trunk).__name__
     pool = _pooling(trunk)
+    if "RelPos" in name:
+        return UnsupportedModelError(
+            f"{owner}: timm {name} trunk adds a relative position bias inside its attention, which changes the q·k "
+            "arithmetic that Grad-ECLIP explains"
+        )
     if pool in ("'avg'", "'avgmax'", "'max'", "'fast'", "'fastavg'") or "avg" in pool:
         why = f"pools with a global average (global_pool={pool}): no attention sits at the pooling point, so Grad-ECLIP does not apply"
     elif pool in ("''", "None"):
@@ -77,26 +82,26 @@ class TimmViT(ImageTower):
             raise refuse_trunk(trunk, owner)
         blocks = list(trunk.blocks)
         self.description = f"{owner}: timm {type(trunk).__name__} (width {trunk.embed_dim}, {len(blocks)} blocks)"
+        self._vit = VisionTransformer
         self.trunk = trunk
         self.outer = head
         self.score = score
         self.prefix = trunk.num_prefix_tokens
         if getattr(trunk, "dynamic_img_size", False):
             raise UnsupportedModelError(f"{self.description}: dynamic image size is not supported")
-        if getattr(trunk, "rope_mixed", False):
-            raise UnsupportedModelError(f"{self.description}: depth-dependent (mixed) rotary embeddings are not supported")
-        rope = None
-        if getattr(trunk, "rope", None) is not None:
-            rope = trunk.rope.get_embed() if hasattr(trunk.rope, "feat_shape") else trunk.rope.get_embed(shape=trunk.patch_embed.grid_size)
-        self.trunk_blocks = [TimmBlockAdapter(b, f"{self.description}, block {i}", rope, self.prefix) for i, b in enumerate(blocks)]
         attn_pool = getattr(trunk, "attn_pool", None)
-        if attn_pool is not None:
+        if attn_pool is not None:  # the trunk runs as the model's own forward_features; its pooler is explained
             self.pooler: AttentionPoolLatentAdapter | None = AttentionPoolLatentAdapter(attn_pool, self.description)
             self.blocks = [self.pooler]
             width = attn_pool.out_features
         elif trunk.global_pool == "token" and getattr(trunk, "cls_token", None) is not None:
+            if getattr(trunk, "rope_mixed", False):
+                raise UnsupportedModelError(f"{self.description}: depth-dependent (mixed) rotary embeddings are not supported")
+            rope = None
+            if getattr(trunk, "rope", None) is not None:
+                rope = trunk.rope.get_embed() if hasattr(trunk.rope, "feat_shape") else trunk.rope.get_embed(shape=trunk.patch_embed.grid_size)
             self.pooler = None
-            self.blocks = self.trunk_blocks  # type: ignore[assignment]
+            self.blocks = [TimmBlockAdapter(b, f"{self.description}, block {i}", rope, self.prefix) for i, b in enumerate(blocks)]  # type: ignore[misc]
             width = trunk.embed_dim
         else:
             raise refuse_trunk(trunk, self.description)
@@ -110,20 +115,19 @@ class TimmViT(ImageTower):
     def embed(self, images: Tensor) -> TokenBatch:
         self.check_images(images)
         t = self.trunk
-        x = t.patch_embed(images.to(device=self.device, dtype=t.patch_embed.proj.weight.dtype))
-        x = t._pos_embed(x)
-        if isinstance(x, tuple):  # Eva returns (tokens, rotary embedding); the adapters hold the latter
+        images = images.to(device=self.device, dtype=t.patch_embed.proj.weight.dtype)
+        n = self.model_grid[0] * self.model_grid[1]
+        if self.pooler is not None:
+            x = t.forward_features(images)
+            if isinstance(t, self._vit) and not getattr(t, "pool_include_prefix", False):
+                x = x[:, self.prefix :]  # timm's ViT pools the patch tokens only (EVA pools them all)
+            return TokenBatch(x, None, None, torch.arange(x.shape[1] - n, x.shape[1], device=x.device), None, self.model_grid)
+        x = t._pos_embed(t.patch_embed(images))
+        if isinstance(x, tuple):  # Eva returns (tokens, rotary embedding); the block adapters hold the latter
             x = x[0]
         x = t.norm_pre(x)
-        n = self.model_grid[0] * self.model_grid[1]
-        if self.pooler is None:
-            query = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-            return TokenBatch(x, None, query, torch.arange(self.prefix, self.prefix + n, device=x.device), None, self.model_grid)
-        x = t.norm(self.run_blocks(x, self.trunk_blocks, None))  # type: ignore[arg-type]
-        if not getattr(t, "pool_include_prefix", False):
-            x = x[:, self.prefix :]
-        keys = torch.arange(x.shape[1] - n, x.shape[1], device=x.device)
-        return TokenBatch(x, None, None, keys, None, self.model_grid)
+        query = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return TokenBatch(x, None, query, torch.arange(self.prefix, self.prefix + n, device=x.device), None, self.model_grid)
 
     def _after_pool(self, pooled: Tensor) -> Tensor:
         t = self.trunk
