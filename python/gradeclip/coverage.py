@@ -164,7 +164,7 @@ def check_visual(model: nn.Module) -> None:
     (module docstring). Raises UnsupportedModelError, or AssertionError on a wrong result."""
     tower = image_tower(model)
     h, w = tower.model_grid
-    images = torch.randn(2, 3, h * tower.patch_size[0], w * tower.patch_size[1])
+    images = torch.randn(2, 3, *tower.input_size)
     explainer = Explainer(model)
     with torch.no_grad():
         own = model.visual(images)
@@ -208,8 +208,7 @@ def check_textual(model: nn.Module) -> None:
         raise AssertionError("the adapter's text embedding differs from the model's own")
     explainer = Explainer(model)
     try:
-        visual = image_tower(model)
-        size = (visual.model_grid[0] * visual.patch_size[0], visual.model_grid[1] * visual.patch_size[1])
+        size = image_tower(model).input_size
     except UnsupportedModelError:  # the texts are still explained, against the model's own image embeddings
         size = tuple(model.visual.image_size) if isinstance(model.visual.image_size, (tuple, list)) else (model.visual.image_size,) * 2
     images = torch.randn(2, 3, *size)

@@ -132,9 +132,14 @@ class ImageTower(TokenTower):
     #: whether inputs of another size are accepted (positional embeddings interpolated, SPEC §4)
     any_size: bool = True
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The model's own input size ``(H, W)`` in pixels."""
+        return (self.model_grid[0] * self.patch_size[0], self.model_grid[1] * self.patch_size[1])
+
     def check_images(self, images: Tensor) -> None:
         """Raise :class:`InputError` unless ``images`` is a finite float ``[B, 3, H, W]`` batch with
-        ``H`` and ``W`` multiples of the patch size (and, for towers fixed to their input size, that size)."""
+        ``H`` and ``W`` multiples of the patch size (for towers fixed to their input size: that size)."""
         if not isinstance(images, Tensor):
             raise InputError(f"images must be a torch.Tensor [B, 3, H, W], got {type(images).__name__}")
         if images.ndim != 4:
@@ -147,16 +152,16 @@ class ImageTower(TokenTower):
             raise InputError(f"images must be a float tensor (already preprocessed), got dtype {images.dtype}")
         height, width = images.shape[-2:]
         ph, pw = self.patch_size
-        if height % ph or width % pw:
-            raise InputError(
-                f"image size {height}×{width} is not a multiple of the patch size {ph}×{pw}; "
-                "resize it (gradeclip.native_preprocess does this) or use the model's preprocess"
-            )
-        if not self.any_size and (height // ph, width // pw) != self.model_grid:
-            size = (self.model_grid[0] * ph, self.model_grid[1] * pw)
+        if not self.any_size and (height, width) != self.input_size:
+            size = self.input_size
             raise InputError(
                 f"{self.description} is explained at its own input size {size[0]}×{size[1]} only, got {height}×{width}; "
                 "use the model's preprocess"
+            )
+        if self.any_size and (height % ph or width % pw):
+            raise InputError(
+                f"image size {height}×{width} is not a multiple of the patch size {ph}×{pw}; "
+                "resize it (gradeclip.native_preprocess does this) or use the model's preprocess"
             )
         if not torch.isfinite(images).all():
             raise InputError("images contain NaN or infinite values")

@@ -108,14 +108,20 @@ class TimmViT(ImageTower):
         self.embed_dim = _out_width([trunk.fc_norm, trunk.head] + ([head] if head is not None else []), width)
         if score == "logit" and getattr(trunk, "num_classes", 0) == 0:
             raise UnsupportedModelError(f"{self.description}: the classifier has no classification head (num_classes=0)")
-        self.patch_size: tuple[int, int] = tuple(trunk.patch_embed.patch_size)  # type: ignore[assignment]
-        self.model_grid: tuple[int, int] = tuple(trunk.patch_embed.grid_size)  # type: ignore[assignment]
+        embed = trunk.patch_embed  # a plain patch embedding, or a convolutional stem (MobileCLIP's MCi)
+        self.model_grid: tuple[int, int] = tuple(embed.grid_size)  # type: ignore[assignment]
+        self._input_size: tuple[int, int] = tuple(embed.img_size)  # type: ignore[assignment]
+        self.patch_size = (self._input_size[0] // self.model_grid[0], self._input_size[1] // self.model_grid[1])
         self.any_size = False
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self._input_size
 
     def embed(self, images: Tensor) -> TokenBatch:
         self.check_images(images)
         t = self.trunk
-        images = images.to(device=self.device, dtype=t.patch_embed.proj.weight.dtype)
+        images = images.to(device=self.device, dtype=self.dtype)
         n = self.model_grid[0] * self.model_grid[1]
         if self.pooler is not None:
             x = t.forward_features(images)
