@@ -82,7 +82,8 @@ class TimmViT(ImageTower):
             raise refuse_trunk(trunk, owner)
         blocks = list(trunk.blocks)
         self.description = f"{owner}: timm {type(trunk).__name__} (width {trunk.embed_dim}, {len(blocks)} blocks)"
-        self._vit = VisionTransformer
+        # timm's ViT hands its pooler the patch tokens only (unless pool_include_prefix); EVA hands it all
+        self.strip_prefix = isinstance(trunk, VisionTransformer) and not getattr(trunk, "pool_include_prefix", False)
         self.trunk = trunk
         self.outer = head
         self.score = score
@@ -125,8 +126,8 @@ class TimmViT(ImageTower):
         n = self.model_grid[0] * self.model_grid[1]
         if self.pooler is not None:
             x = t.forward_features(images)
-            if isinstance(t, self._vit) and not getattr(t, "pool_include_prefix", False):
-                x = x[:, self.prefix :]  # timm's ViT pools the patch tokens only (EVA pools them all)
+            if self.strip_prefix:
+                x = x[:, self.prefix :]
             return TokenBatch(x, None, None, torch.arange(x.shape[1] - n, x.shape[1], device=x.device), None, self.model_grid)
         x = t._pos_embed(t.patch_embed(images))
         if isinstance(x, tuple):  # Eva returns (tokens, rotary embedding); the block adapters hold the latter
