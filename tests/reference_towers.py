@@ -63,7 +63,9 @@ def pooler_reference(q, k, v, heads, readout, keys, target, *, spatial="loosened
     return torch.stack(maps).mean(0).detach(), s.detach()
 
 
-def blocks_reference(x, blocks, qkv, rest, head, query, keys, target, *, heads="single", n_layers=1, mask=None, valid=None, score="cosine", spatial="loosened"):
+def blocks_reference(
+    x, blocks, qkv, rest, head, query, keys, target, *, heads="single", n_layers=1, mask=None, valid=None, score="cosine", spatial="loosened"
+):
     """A tower of residual self-attention blocks (one sequence ``x`` ``[L, D]``): the last
     ``n_layers`` blocks re-run with full attention (one head with ``heads="single"``), the earlier
     ones with ``block(x)`` given by the caller's ``run`` inside ``blocks`` (callables). ``qkv(block, x)``
@@ -82,7 +84,7 @@ def blocks_reference(x, blocks, qkv, rest, head, query, keys, target, *, heads="
     s = score_of(head(x[query]), target, score)
     grads = torch.autograd.grad(s, [entry[3] for entry in kept])
     total = torch.zeros(len(keys))
-    for (q, k, v, _, probs, n_heads), g in zip(kept, grads):
+    for (q, k, v, _, probs, n_heads), g in zip(kept, grads, strict=True):
         total = total + spec_map(q[query], k[keys], v[keys], g[query], n_heads, probs[:, query, keys], spatial, valid)
     return total.detach(), s.detach()
 

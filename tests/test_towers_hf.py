@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import gradeclip
 import pytest
 import torch
 import torch.nn.functional as F
 from reference_towers import Step, blocks_reference, text_importance
 from tiny_models import hf_ids, tiny_blip, tiny_hf_clip
-
-import gradeclip
 
 CLIP_SOT, CLIP_EOT = 998, 999
 BLIP_CLS, BLIP_SEP = 101, 102
@@ -84,9 +83,14 @@ def blip_text_reference(model, ids, target, heads="single", n_layers=1):
         y = out.LayerNorm(out.dense(o) + x)
         return layer.output.LayerNorm(layer.output.dense(layer.intermediate(y)) + y)
 
-    layers = [Step(layer, layer.attention.self.num_attention_heads, lambda x, lay=layer: lay(x[None], attention_mask=mask[None, None, None])[0]) for layer in te.encoder.layer]
+    def run(layer):
+        return lambda x: layer(x[None], attention_mask=mask[None, None, None])[0]
+
+    layers = [Step(layer, layer.attention.self.num_attention_heads, run(layer)) for layer in te.encoder.layer]
     positions = torch.arange(ids.shape[0])
-    total, score = blocks_reference(x, layers, qkv, rest, model.text_proj, 0, positions, target, heads=heads, n_layers=n_layers, mask=mask, valid=valid)
+    total, score = blocks_reference(
+        x, layers, qkv, rest, model.text_proj, 0, positions, target, heads=heads, n_layers=n_layers, mask=mask, valid=valid
+    )
     sep = int(valid.sum()) - 1
     return text_importance(total, valid & (positions > 0) & (positions < sep)), score
 
@@ -177,4 +181,4 @@ def test_other_transformers_models_are_refused():
 
     model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=100))
     with pytest.raises(gradeclip.UnsupportedModelError, match="BertModel: no gradeclip adapter"):
-        gradeclip.Explainer(model).image_tower
+        _ = gradeclip.Explainer(model).image_tower

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import gradeclip
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_towers import pooler_reference
-from tiny_models import tiny_coca_vit, tiny_resnet_clip
-
-import gradeclip
 from gradeclip.towers.openclip_coca import OpenClipCoCaViT
 from gradeclip.towers.openclip_resnet import OpenClipResNet
 from gradeclip.towers.registry import image_tower
+from reference_towers import pooler_reference
+from tiny_models import tiny_coca_vit, tiny_resnet_clip
 
 
 def assert_close_map(got, want):

@@ -3,15 +3,14 @@ image classifiers against the SPEC references."""
 
 from __future__ import annotations
 
+import gradeclip
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_towers import Step, blocks_reference, pooler_reference, text_importance
-from tiny_models import tiny_eva02, tiny_siglip, tiny_timm_classifier
-
-import gradeclip
 from gradeclip.towers.registry import image_tower, text_tower
 from gradeclip.towers.timm_vit import TimmViT
+from reference_towers import Step, blocks_reference, pooler_reference, text_importance
+from tiny_models import tiny_eva02, tiny_siglip, tiny_timm_classifier
 
 
 def assert_close_map(got, want):
@@ -166,7 +165,10 @@ def text_reference(text, ids, target, heads, n_layers):
     steps = [Step(b, b.attn.num_heads, lambda x, b=b: b(x[None])[0]) for b in text.transformer.resblocks]
     last = ids.shape[0] - 1
     keys = torch.arange(ids.shape[0])
-    return blocks_reference(x, steps, qkv, rest, lambda z: text.text_projection(text.ln_final(z)), last, keys, target, heads=heads, n_layers=n_layers)
+    def head(z):
+        return text.text_projection(text.ln_final(z))
+
+    return blocks_reference(x, steps, qkv, rest, head, last, keys, target, heads=heads, n_layers=n_layers)
 
 
 @pytest.mark.parametrize("heads,n_layers", [("single", 1), ("model", 2), ("single", 3)])

@@ -174,7 +174,9 @@ class Explainer:
         targets, text_list = self.encode_texts(texts)
         return self._explain_targets(images, targets, method, options, texts=text_list)
 
-    def explain_classes(self, images: Tensor, classes: int | Sequence[int], *, method: str = "gradeclip", **options: Any) -> ImageExplanation:
+    def explain_classes(
+        self, images: Tensor, classes: int | Sequence[int], *, method: str = "gradeclip", **options: Any
+    ) -> ImageExplanation:
         """Explain an image classifier's class logits (paper §4.1.4): each image against every class.
 
         The explained score is the class logit (not a cosine); the rest is as in :meth:`explain_image`.

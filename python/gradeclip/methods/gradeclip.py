@@ -206,15 +206,15 @@ def grad_eclip(
     with torch.no_grad():  # the run-up to the explained layers needs no graph
         batch = tower.embed(inputs)
     fwd = explained_forward(tower, batch, n_layers, heads)
-    scores, grads = channel_weights(fwd.embedding, targets, [layer.o for layer in fwd.layers], tower.score)
-    model_scores = target_scores(fwd.model_embedding, targets, tower.score)
     if per_head and fwd.layers[-1].q.shape[1] > 1:
         raise InputError(f"{tower.description}: per_head=True needs one query; this tower's pooler has several")
+    scores, grads = channel_weights(fwd.embedding, targets, [layer.o for layer in fwd.layers], tower.score)
+    model_scores = target_scores(fwd.model_embedding, targets, tower.score)
     keys = batch.keys
     key_mask = batch.key_mask
     maps = None
     head_maps = None
-    for layer, g in zip(fwd.layers, grads):
+    for layer, g in zip(fwd.layers, grads, strict=True):
         if layer is not fwd.layers[-1]:  # gradient of a full [B, L, D] output: keep the query row
             assert batch.query is not None
             g = g[torch.arange(g.shape[0]), :, batch.query].unsqueeze(2)

@@ -100,7 +100,8 @@ class TimmViT(ImageTower):
                 raise UnsupportedModelError(f"{self.description}: depth-dependent (mixed) rotary embeddings are not supported")
             rope = None
             if getattr(trunk, "rope", None) is not None:
-                rope = trunk.rope.get_embed() if hasattr(trunk.rope, "feat_shape") else trunk.rope.get_embed(shape=trunk.patch_embed.grid_size)
+                fixed = hasattr(trunk.rope, "feat_shape")  # as timm's Eva._pos_embed asks for it
+                rope = trunk.rope.get_embed() if fixed else trunk.rope.get_embed(shape=trunk.patch_embed.grid_size)
             self.pooler = None
             self.blocks = [TimmBlockAdapter(b, f"{self.description}, block {i}", rope, self.prefix) for i, b in enumerate(blocks)]  # type: ignore[misc]
             width = trunk.embed_dim
