@@ -64,7 +64,8 @@ def pooler_reference(q, k, v, heads, readout, keys, target, *, spatial="loosened
 
 
 def blocks_reference(
-    x, blocks, qkv, rest, head, query, keys, target, *, heads="single", n_layers=1, mask=None, valid=None, score="cosine", spatial="loosened"
+    x, blocks, qkv, rest, head, query, keys, target, *,
+    heads="single", n_layers=1, mask=None, valid=None, score="cosine", spatial="loosened",
 ):
     """A tower of residual self-attention blocks (one sequence ``x`` ``[L, D]``): the last
     ``n_layers`` blocks re-run with full attention (one head with ``heads="single"``), the earlier
