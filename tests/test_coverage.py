@@ -21,7 +21,7 @@ def test_shrink_keeps_width_and_cuts_depth():
 def test_markdown_escapes_and_counts():
     rows = [Row("A", "✓", "✓", "", "x", 1.0), Row("B", "✗", "✓", "visual: a | b", "y", 2.0)]
     table = markdown(rows, "cmd")
-    assert "visual ✓ 1, textual ✓ 2, both 1, crashes 0" in table
+    assert "visual ✓ 1, textual ✓ 2, both 1, crashes 0" in table and "Produced by `cmd`" in table
     assert "| B | ✗ | ✓ | visual: a \\| b | y | 2.0 |" in table
 
 
