@@ -1,0 +1,591 @@
+//! Deletion and insertion perturbations (SPEC §7), pure Rust.
+//!
+//! For one image (`uint8 [H, W, 3]`) and its heat map (`f32 [H, W]`, same size):
+//! - pixels are ranked by heat, descending, ties broken by raster index (`y * W + x`), so the
+//!   order is total and stable; NaN or infinite heat is an error;
+//! - step `s` (0-based, `s < steps`) changes the pixels of rank `s·n .. (s+1)·n` with
+//!   `n = max(1, floor(H·W / (2·steps)))` (ranks past `H·W` are dropped: tiny images run out);
+//! - deletion starts from the image and gives every changed pixel three random bytes; insertion
+//!   starts from zeros and copies the original pixel in;
+//! - checkpoint `k` (`0 ≤ k ≤ steps / eval_every`) is the image after `k · eval_every` steps, so
+//!   checkpoint 0 is the untouched start.
+//!
+//! # The deletion fill stream
+//! Image `i` of a dataset (its `stream`) draws from `rand_pcg::Pcg64::new(seed, i)`: PCG XSL-RR
+//! 128/64 with increment `2·i + 1`, state `(seed + inc)·M + inc` (mod 2¹²⁸) after construction
+//! (`M` = PCG's 128-bit default multiplier); each `next_u64` steps the LCG, then outputs. This is
+//! exactly numpy's `PCG64` bit generator set to that state and increment. Its outputs are cut
+//! into little-endian bytes, and the pixel of rank `r` gets bytes `3r, 3r+1, 3r+2` (R, G, B) of
+//! that byte stream: every byte is uniform on `0..=255`, and the fill of a pixel does not depend
+//! on how the work is chunked or which checkpoints are kept.
+
+use std::borrow::Cow;
+
+use ndarray::{Array4, ArrayView2, ArrayView3};
+use rand_core::Rng;
+use rand_pcg::Pcg64;
+
+use crate::clip_preprocess::{Incremental, Normalize, ResizeCrop};
+use crate::error::{NativeError, NativeResult};
+
+/// Whether pixels are removed (replaced by noise) or inserted (into a black image).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Deletion,
+    Insertion,
+}
+
+impl Mode {
+    /// `"deletion"` or `"insertion"`; anything else is a `Value` error.
+    pub fn parse(name: &str) -> NativeResult<Mode> {
+        match name {
+            "deletion" => Ok(Mode::Deletion),
+            "insertion" => Ok(Mode::Insertion),
+            other => Err(NativeError::Value(format!(
+                "mode must be 'deletion' or 'insertion', got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// How many steps, and how often the image is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    pub steps: usize,
+    pub eval_every: usize,
+}
+
+impl Schedule {
+    /// A schedule of `steps ≥ 1` steps with a checkpoint every `eval_every` steps;
+    /// `eval_every` must divide `steps` (so the last step is a checkpoint).
+    pub fn new(steps: usize, eval_every: usize) -> NativeResult<Schedule> {
+        if steps == 0 || eval_every == 0 {
+            return Err(NativeError::Value(format!(
+                "steps and eval_every must be positive, got steps={steps}, eval_every={eval_every}"
+            )));
+        }
+        if !steps.is_multiple_of(eval_every) {
+            return Err(NativeError::Value(format!(
+                "eval_every={eval_every} must divide steps={steps}"
+            )));
+        }
+        Ok(Schedule { steps, eval_every })
+    }
+
+    /// Number of checkpoints, the start included: `1 + steps / eval_every`.
+    pub fn checkpoints(&self) -> usize {
+        1 + self.steps / self.eval_every
+    }
+
+    /// Pixels changed per step for an image of `pixels` pixels: `max(1, floor(pixels / (2·steps)))`.
+    pub fn pixels_per_step(&self, pixels: usize) -> usize {
+        (pixels / (2 * self.steps)).max(1)
+    }
+
+    /// How many pixels (the first ranks) have changed at checkpoint `k`.
+    pub fn changed_at(&self, k: usize, pixels: usize) -> usize {
+        (k * self.eval_every * self.pixels_per_step(pixels)).min(pixels)
+    }
+}
+
+/// The raster indices (`y * W + x`) of the `count` hottest pixels of `map`, hottest first, ties in
+/// raster order. Errors on a NaN or infinite value (naming its position) or a map over 2³² pixels.
+///
+/// A bucket sort: pixels are spread over about `H·W / 2` buckets by heat (a monotone map, so a
+/// hotter pixel never lands in a later bucket), in raster order; then only the buckets holding
+/// the first `count` ranks are sorted, by heat with the raster index breaking ties.
+pub fn ranked_pixels(map: ArrayView2<f32>, count: usize) -> NativeResult<Vec<u32>> {
+    let (height, width) = map.dim();
+    let pixels = height * width;
+    if pixels > u32::MAX as usize {
+        return Err(NativeError::Value(format!(
+            "heat map of {height}×{width} pixels is too large (at most 2^32 pixels)"
+        )));
+    }
+    let values: Cow<[f32]> = match map.to_slice() {
+        Some(slice) => Cow::Borrowed(slice),
+        None => Cow::Owned(map.iter().copied().collect()),
+    };
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for (index, &value) in values.iter().enumerate() {
+        if !value.is_finite() {
+            return Err(NativeError::Value(format!(
+                "heat map has a non-finite value ({value}) at row {}, column {}",
+                index / width,
+                index % width
+            )));
+        }
+        lo = lo.min(value);
+        hi = hi.max(value);
+    }
+    let count = count.min(pixels);
+    if count == 0 || lo == hi {
+        return Ok((0..count as u32).collect());
+    }
+    let buckets = (pixels / 2).max(1);
+    // f32 arithmetic rounds monotonically, so a hotter pixel never gets a larger bucket id. The
+    // scale stays finite (a range too small for f32 gets the largest scale), so no 0·∞ = NaN.
+    let scale = (buckets as f64 / (hi as f64 - lo as f64)).min(f32::MAX as f64) as f32;
+    let top = (buckets - 1) as f32;
+    let ids: Vec<u32> = values
+        .iter()
+        .map(|&value| ((hi - value) * scale).min(top) as u32)
+        .collect();
+    let mut starts = vec![0u32; buckets + 1];
+    for &id in &ids {
+        starts[id as usize + 1] += 1;
+    }
+    for b in 0..buckets {
+        starts[b + 1] += starts[b];
+    }
+    let mut next = starts.clone();
+    let mut order = vec![0u32; pixels];
+    for (index, &id) in ids.iter().enumerate() {
+        let slot = &mut next[id as usize];
+        order[*slot as usize] = index as u32;
+        *slot += 1;
+    }
+    // Heat descending, raster index ascending; `total_cmp` is a total order on finite values
+    // except that it puts -0.0 before 0.0, so zeros are compared as equal explicitly.
+    let hotter_first = |a: &u32, b: &u32| {
+        let (va, vb) = (values[*a as usize], values[*b as usize]);
+        let by_heat = if va == vb {
+            std::cmp::Ordering::Equal
+        } else {
+            vb.total_cmp(&va)
+        };
+        by_heat.then(a.cmp(b))
+    };
+    for b in 0..buckets {
+        let (first, end) = (starts[b] as usize, starts[b + 1] as usize);
+        if first >= count {
+            break;
+        }
+        let run = &mut order[first..end];
+        if run.len() <= 16 {
+            for i in 1..run.len() {
+                let mut j = i;
+                while j > 0 && hotter_first(&run[j], &run[j - 1]).is_lt() {
+                    run.swap(j, j - 1);
+                    j -= 1;
+                }
+            }
+        } else {
+            run.sort_unstable_by(hotter_first);
+        }
+    }
+    order.truncate(count);
+    Ok(order)
+}
+
+/// The deletion fill: the little-endian bytes of successive `Pcg64::new(seed, stream)` outputs.
+pub struct FillBytes {
+    rng: Pcg64,
+    word: u64,
+    left: u32,
+}
+
+impl FillBytes {
+    /// The fill stream of image `stream` under `seed` (see the module docs).
+    pub fn new(seed: u64, stream: u64) -> FillBytes {
+        FillBytes {
+            rng: Pcg64::new(seed as u128, stream as u128),
+            word: 0,
+            left: 0,
+        }
+    }
+
+    /// The next byte of the stream.
+    #[inline]
+    pub fn next_byte(&mut self) -> u8 {
+        if self.left == 0 {
+            self.word = self.rng.next_u64();
+            self.left = 8;
+        }
+        let byte = self.word as u8;
+        self.word >>= 8;
+        self.left -= 1;
+        byte
+    }
+}
+
+/// One image's perturbation, ready to walk its checkpoints.
+struct Walk<'a> {
+    original: Cow<'a, [u8]>,
+    order: Vec<u32>,
+    pixels: usize,
+}
+
+fn prepare<'a>(
+    image: ArrayView3<'a, u8>,
+    map: ArrayView2<f32>,
+    schedule: Schedule,
+) -> NativeResult<Walk<'a>> {
+    let (height, width, channels) = image.dim();
+    if channels != 3 {
+        return Err(NativeError::Value(format!(
+            "image must be [H, W, 3], got [{height}, {width}, {channels}]"
+        )));
+    }
+    if height == 0 || width == 0 {
+        return Err(NativeError::Value(format!(
+            "image is empty ({height}×{width})"
+        )));
+    }
+    if map.dim() != (height, width) {
+        return Err(NativeError::Value(format!(
+            "heat map is {}×{} but the image is {height}×{width}; upsample the map to the image size first",
+            map.dim().0,
+            map.dim().1
+        )));
+    }
+    let pixels = height * width;
+    let total = schedule.changed_at(schedule.checkpoints() - 1, pixels);
+    let order = ranked_pixels(map, total)?;
+    let original = match image.to_slice() {
+        Some(slice) => Cow::Borrowed(slice),
+        None => Cow::Owned(image.iter().copied().collect()),
+    };
+    Ok(Walk {
+        original,
+        order,
+        pixels,
+    })
+}
+
+/// Walk the checkpoints of one image: `visit(k, image_k, changed)` is called for
+/// `k = 0 ..= steps / eval_every` with the checkpoint image (`H·W·3` bytes, row-major RGB) and the
+/// raster indices of the pixels changed since checkpoint `k − 1` (empty for `k = 0`).
+pub fn walk_checkpoints(
+    image: ArrayView3<u8>,
+    map: ArrayView2<f32>,
+    mode: Mode,
+    schedule: Schedule,
+    seed: u64,
+    stream: u64,
+    mut visit: impl FnMut(usize, &[u8], &[u32]) -> NativeResult<()>,
+) -> NativeResult<()> {
+    let walk = prepare(image, map, schedule)?;
+    let original = walk.original.as_ref();
+    let mut current = match mode {
+        Mode::Deletion => original.to_vec(),
+        Mode::Insertion => vec![0u8; original.len()],
+    };
+    let mut fill = FillBytes::new(seed, stream);
+    visit(0, &current, &[])?;
+    let mut done = 0;
+    for k in 1..schedule.checkpoints() {
+        let end = schedule.changed_at(k, walk.pixels);
+        let changed = &walk.order[done..end];
+        for &pixel in changed {
+            let at = pixel as usize * 3;
+            match mode {
+                Mode::Deletion => {
+                    for value in &mut current[at..at + 3] {
+                        *value = fill.next_byte();
+                    }
+                }
+                Mode::Insertion => current[at..at + 3].copy_from_slice(&original[at..at + 3]),
+            }
+        }
+        visit(k, &current, changed)?;
+        done = end;
+    }
+    Ok(())
+}
+
+/// Every checkpoint image of one image: `uint8 [K, H, W, 3]`, the start first.
+pub fn checkpoint_images(
+    image: ArrayView3<u8>,
+    map: ArrayView2<f32>,
+    mode: Mode,
+    schedule: Schedule,
+    seed: u64,
+    stream: u64,
+) -> NativeResult<Array4<u8>> {
+    let (height, width, _) = image.dim();
+    let mut out = Array4::<u8>::zeros((schedule.checkpoints(), height, width, 3));
+    let plane = height * width * 3;
+    let flat = out.as_slice_mut().expect("a new array is contiguous");
+    walk_checkpoints(image, map, mode, schedule, seed, stream, |k, current, _| {
+        flat[k * plane..(k + 1) * plane].copy_from_slice(current);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Every checkpoint of one image as the model sees it: CLIP's resize + centre crop + normalise
+/// (`plan`, `normalize`) written into `out`, `f32 [K, 3, S, S]` flattened. Only the outputs that a
+/// step's changed pixels reach are recomputed; the result equals preprocessing each checkpoint
+/// image from scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn checkpoint_batch(
+    image: ArrayView3<u8>,
+    map: ArrayView2<f32>,
+    mode: Mode,
+    schedule: Schedule,
+    seed: u64,
+    stream: u64,
+    plan: &ResizeCrop,
+    normalize: &Normalize,
+    out: &mut [f32],
+) -> NativeResult<()> {
+    let (height, width, _) = image.dim();
+    if plan.input_size() != (height, width) {
+        return Err(NativeError::Value(format!(
+            "resize plan is for {:?} but the image is {height}×{width}",
+            plan.input_size()
+        )));
+    }
+    let plane = plan.output_len() * 3;
+    if out.len() != schedule.checkpoints() * plane {
+        return Err(NativeError::Value(format!(
+            "output buffer holds {} values, {} checkpoints need {}",
+            out.len(),
+            schedule.checkpoints(),
+            schedule.checkpoints() * plane
+        )));
+    }
+    let mut state: Option<Incremental> = None;
+    walk_checkpoints(
+        image,
+        map,
+        mode,
+        schedule,
+        seed,
+        stream,
+        |k, current, changed| {
+            match state.as_mut() {
+                None => {
+                    let fresh = Incremental::new(plan, current);
+                    normalize.write_all(fresh.output(), &mut out[..plane]);
+                    state = Some(fresh);
+                }
+                Some(inc) => {
+                    inc.update(current, changed);
+                    let (before, after) = out.split_at_mut(k * plane);
+                    let target = &mut after[..plane];
+                    target.copy_from_slice(&before[(k - 1) * plane..]);
+                    normalize.write_spans(
+                        inc.output(),
+                        plan.output_side(),
+                        inc.recomputed(),
+                        target,
+                    );
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, Array3};
+
+    fn lcg_image(h: usize, w: usize, seed: u64) -> Array3<u8> {
+        let mut s = seed;
+        Array3::from_shape_fn((h, w, 3), |_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 56) as u8
+        })
+    }
+
+    #[test]
+    fn schedule_counts_and_rejects_bad_values() {
+        let s = Schedule::new(100, 10).unwrap();
+        assert_eq!(s.checkpoints(), 11);
+        assert_eq!(s.pixels_per_step(224 * 224), 250);
+        assert_eq!(s.pixels_per_step(10), 1);
+        assert_eq!(s.changed_at(10, 224 * 224), 25_000);
+        assert_eq!(s.changed_at(10, 30), 30); // tiny image: ranks run out
+        assert!(Schedule::new(0, 1).is_err());
+        assert!(Schedule::new(10, 3).is_err());
+    }
+
+    #[test]
+    fn ranking_is_descending_with_raster_ties() {
+        let map = Array2::from_shape_vec((2, 3), vec![0.5, 1.0, 0.5, -0.0, 1.0, 0.0]).unwrap();
+        assert_eq!(
+            ranked_pixels(map.view(), 6).unwrap(),
+            vec![1, 4, 0, 2, 3, 5]
+        );
+        assert_eq!(ranked_pixels(map.view(), 3).unwrap(), vec![1, 4, 0]);
+        let neg =
+            Array2::from_shape_vec((1, 4), vec![-3.0, -1.0, f32::MIN_POSITIVE, -2.0]).unwrap();
+        assert_eq!(ranked_pixels(neg.view(), 4).unwrap(), vec![2, 1, 3, 0]);
+    }
+
+    #[test]
+    fn ranking_equals_a_comparison_sort() {
+        let mut s = 99u64;
+        let cases: [(usize, usize, u64, f32); 6] = [
+            (37, 41, 1 << 40, 1.0),
+            (20, 30, 7, 1.0),
+            (1, 1, 3, 1.0),
+            (64, 3, 2, 1.0),
+            (30, 30, 1 << 20, 1e-44), // a range of a few subnormals
+            (30, 30, 1 << 20, 3e32),  // a range near f32::MAX
+        ];
+        for (h, w, levels, unit) in cases {
+            let map = Array2::from_shape_fn((h, w), |_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let sign = if s >> 63 == 1 { -0.37 } else { 0.61 };
+                ((s >> 20) % levels) as f32 * unit * sign
+            });
+            assert!(map.iter().all(|v| v.is_finite()));
+            let mut expected: Vec<u32> = (0..(h * w) as u32).collect();
+            let flat: Vec<f32> = map.iter().copied().collect();
+            expected.sort_by(|&a, &b| {
+                flat[b as usize]
+                    .partial_cmp(&flat[a as usize])
+                    .unwrap()
+                    .then(a.cmp(&b))
+            });
+            for count in [0, 1, h * w / 2, h * w] {
+                assert_eq!(
+                    ranked_pixels(map.view(), count).unwrap(),
+                    expected[..count].to_vec()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nan_and_infinite_heat_are_rejected() {
+        let mut map = Array2::<f32>::zeros((3, 4));
+        map[[2, 1]] = f32::NAN;
+        let err = ranked_pixels(map.view(), 5).unwrap_err().to_string();
+        assert!(err.contains("row 2, column 1"), "{err}");
+        map[[2, 1]] = f32::INFINITY;
+        assert!(ranked_pixels(map.view(), 5).is_err());
+    }
+
+    #[test]
+    fn fill_stream_matches_pcg64_reference_values() {
+        // Pcg64::new(0, 0): state after construction is (0 + 1)·M + 1; first output by hand.
+        const M: u128 = 0x2360_ED05_1FC6_5DA4_4385_DF64_9FCC_F645;
+        let mut state: u128 = 1u128.wrapping_mul(M).wrapping_add(1);
+        state = state.wrapping_mul(M).wrapping_add(1);
+        let rot = (state >> 122) as u32;
+        let word = (((state >> 64) as u64) ^ (state as u64)).rotate_right(rot);
+        let mut fill = FillBytes::new(0, 0);
+        let bytes: Vec<u8> = (0..8).map(|_| fill.next_byte()).collect();
+        assert_eq!(bytes, word.to_le_bytes().to_vec());
+    }
+
+    #[test]
+    fn insertion_reaches_half_the_image_and_deletion_changes_the_same_pixels() {
+        let (h, w) = (13, 17);
+        let image = lcg_image(h, w, 3);
+        let map = Array2::from_shape_fn((h, w), |(y, x)| ((y * 7 + x * 3) % 11) as f32);
+        let schedule = Schedule::new(100, 10).unwrap();
+        let ins =
+            checkpoint_images(image.view(), map.view(), Mode::Insertion, schedule, 0, 0).unwrap();
+        let del =
+            checkpoint_images(image.view(), map.view(), Mode::Deletion, schedule, 5, 2).unwrap();
+        assert_eq!(ins.dim(), (11, h, w, 3));
+        assert!(ins.index_axis(ndarray::Axis(0), 0).iter().all(|&v| v == 0));
+        assert_eq!(del.index_axis(ndarray::Axis(0), 0), image.view());
+        // 221 pixels, n = 1 per step: 100 pixels changed at the end
+        let order = ranked_pixels(map.view(), 100).unwrap();
+        for (rank, &p) in order.iter().enumerate() {
+            let (y, x) = (p as usize / w, p as usize % w);
+            let k_first = rank / 10 + 1; // the checkpoint where this pixel has first changed
+            for k in 0..11 {
+                let inserted = ins.slice(ndarray::s![k, y, x, ..]);
+                if k >= k_first {
+                    assert_eq!(inserted, image.slice(ndarray::s![y, x, ..]));
+                    assert_eq!(
+                        del.slice(ndarray::s![k, y, x, ..]),
+                        del.slice(ndarray::s![10, y, x, ..])
+                    );
+                } else {
+                    assert!(inserted.iter().all(|&v| v == 0));
+                    assert_eq!(
+                        del.slice(ndarray::s![k, y, x, ..]),
+                        image.slice(ndarray::s![y, x, ..])
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_contiguous_inputs_give_the_same_checkpoints() {
+        let image = lcg_image(9, 10, 1);
+        let map = Array2::from_shape_fn((10, 9), |(y, x)| (y * 9 + x) as f32 * 0.1);
+        let mut image_t = Array3::<u8>::zeros((10, 9, 3).f());
+        image_t.assign(&image.view().permuted_axes([1, 0, 2]));
+        let contiguous = image_t.as_standard_layout().to_owned();
+        let schedule = Schedule::new(20, 5).unwrap();
+        let a =
+            checkpoint_images(image_t.view(), map.view(), Mode::Deletion, schedule, 9, 4).unwrap();
+        let b = checkpoint_images(
+            contiguous.view(),
+            map.view(),
+            Mode::Deletion,
+            schedule,
+            9,
+            4,
+        )
+        .unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn model_ready_batch_equals_preprocessing_each_checkpoint() {
+        let (h, w) = (41, 29);
+        let image = lcg_image(h, w, 7);
+        let map = Array2::from_shape_fn((h, w), |(y, x)| {
+            ((y as f32 - 20.0).powi(2) + (x as f32 - 9.0).powi(2)).sqrt()
+        });
+        let schedule = Schedule::new(100, 10).unwrap();
+        let plan = ResizeCrop::new(h, w, 16).unwrap();
+        let norm = Normalize::new([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]).unwrap();
+        for mode in [Mode::Deletion, Mode::Insertion] {
+            let images = checkpoint_images(image.view(), map.view(), mode, schedule, 3, 1).unwrap();
+            let mut fast = vec![0f32; 11 * 3 * 16 * 16];
+            checkpoint_batch(
+                image.view(),
+                map.view(),
+                mode,
+                schedule,
+                3,
+                1,
+                &plan,
+                &norm,
+                &mut fast,
+            )
+            .unwrap();
+            for k in 0..11 {
+                let frame = images.index_axis(ndarray::Axis(0), k).to_owned();
+                let resized = plan.apply(frame.as_slice().unwrap());
+                let mut slow = vec![0f32; 3 * 16 * 16];
+                norm.write_all(&resized, &mut slow);
+                assert_eq!(
+                    &fast[k * 768..(k + 1) * 768],
+                    &slow[..],
+                    "checkpoint {k} of {mode:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_map_is_an_error() {
+        let image = lcg_image(4, 5, 0);
+        let map = Array2::<f32>::zeros((5, 4));
+        let schedule = Schedule::new(10, 5).unwrap();
+        assert!(
+            checkpoint_images(image.view(), map.view(), Mode::Insertion, schedule, 0, 0).is_err()
+        );
+    }
+
+    use ndarray::ShapeBuilder;
+}
