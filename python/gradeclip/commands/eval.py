@@ -115,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from ..loading import load
 
+    if args.eval_command == "faithfulness":
+        evaluation.checkpoint_fractions(args.steps, args.eval_every)  # a bad schedule fails before the model loads
     if args.pretrained is None:
         print("gradeclip eval: no --pretrained given, the model has RANDOM weights", file=sys.stderr)
     model, _, tokenizer = load(args.model, args.pretrained, device=args.device, precision=args.precision)
