@@ -16,7 +16,7 @@ from .explainer import Explainer
 from .loading import load
 from .methods import MethodInfo, methods
 from .preprocessing import native_preprocess
-from .results import ImageExplanation
+from .results import ImageExplanation, PairExplanation, TextExplanation
 
 try:
     __version__ = version("gradeclip")
@@ -39,6 +39,8 @@ __all__ = [
     "InputError",
     "MethodInfo",
     "ModelLoadError",
+    "PairExplanation",
+    "TextExplanation",
     "UnknownMethodError",
     "UnsupportedModelError",
     "__version__",
