@@ -23,6 +23,7 @@ def folders(tmp_path_factory):
         mask[image.shape[0] // 4 : image.shape[0] // 2, image.shape[1] // 3 : 2 * image.shape[1] // 3] = 1
         Image.fromarray(mask).save(root / "masks" / name / f"{name}.png")
     (root / "templates.txt").write_text("a photo of a {}.\n")
+    (root / "captions.csv").write_text("image,caption\nimages/astronaut/astronaut.png,an astronaut in a white suit\nimages/coffee/coffee.png,a cup of coffee on a table\n")
     return root
 
 
@@ -36,10 +37,13 @@ def test_faithfulness_and_localization_commands_write_results(folders, tmp_path,
     status = main(["eval", "localization", *common, "--images", str(folders / "images"), "--masks", str(folders / "masks"), "--option", "spatial=\"none\""])
     assert status == 0
     assert "energy-PG" in capsys.readouterr().out
+    status = main(["eval", "text-faithfulness", *common[:2], "--no-progress", "--out", str(tmp_path), "--captions", str(folders / "captions.csv"), "--limit", "1", "--steps", "2"])
+    assert status == 0
+    assert "Table III" in capsys.readouterr().out
     saved = sorted(tmp_path.glob("*.json"))
-    assert len(saved) == 3 and len(list(tmp_path.glob("*.csv"))) == 3
+    assert len(saved) == 4 and len(list(tmp_path.glob("*.csv"))) == 4
     settings = [json.loads(p.read_text())["settings"] for p in saved]
-    assert {s["task"] for s in settings} == {"faithfulness", "localization"}
+    assert {s["task"] for s in settings} == {"faithfulness", "text_faithfulness", "localization"}
     assert any(s.get("options") == {"spatial": "none"} for s in settings)
     assert all(s["model"] == "ViT-S-32 (random weights)" for s in settings)
     assert main(["eval", "table", *map(str, saved)]) == 0

@@ -19,6 +19,7 @@ from PIL import Image
 import gradeclip
 import gradeclip.eval as ev
 from gradeclip.errors import InputError
+from gradeclip.render import upsample
 
 SIZE = 32
 TEMPLATES = ["a photo of a {}.", "a picture of the {}."]
@@ -113,9 +114,13 @@ def reference_classifier(model, tokenizer, names):
 
 
 def reference_map(model, x, text, size):
-    """One image, one text, the public Explainer; upsampled bilinearly (align_corners=False)."""
+    """One image, one text, the public Explainer; upsampled with SPEC §5's bilinear resize.
+
+    The resize is ``gradeclip.render.upsample`` (tested against torch's ``F.interpolate`` in
+    test_render): the two differ by an ulp on some pixels, and near-ties in a map would then
+    order a few pixels differently, which is not what this test is about."""
     res = gradeclip.Explainer(model).explain_image(x, text[None])
-    return F.interpolate(res.maps[:, :1], size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+    return upsample(res.maps[0, :1].numpy(), size)[0]
 
 
 def reference_embeddings(model, frames, preprocess):
@@ -304,3 +309,49 @@ def test_dataset_readers_and_errors(photo_root, tmp_path, model, tokenizer):
         ev.deletion_insertion(model, folder, tokenizer=tokenizer, method="no-such-method", progress=False)
     mask = ev.load_mask(photo_root / "masks" / "cat" / "cat.png")
     assert mask.dtype == bool and 0.1 < mask.mean() < 0.9
+
+
+def test_text_steps_by_hand():
+    text = "A dog, on a red sofa."
+    spans = [(0, 1), (2, 5), (5, 6), (7, 9), (10, 11), (12, 15), (16, 20), (20, 21)]
+    importance = [0.1, 0.5, 0.0, 0.05, 0.05, 0.2, 0.1, 0.0]
+    assert ev.text_steps(text, spans, importance, "deletion", 3) == ["A dog, on a red sofa.", "A , on a red sofa.", "A , on a sofa.", ", on a sofa."]
+    assert ev.text_steps(text, spans, importance, "insertion", 4) == ["", "dog", "dog red", "A dog red", "A dog red sofa"]
+    assert ev.text_steps("cat", [(0, 3)], [1.0], "deletion", 3) == ["cat", "", "", ""]
+    with pytest.raises(InputError):
+        ev.text_steps(text, spans[:2], importance, "deletion")
+
+
+def test_text_deletion_insertion_equals_a_slow_loop(photo_root, model, tokenizer, preprocess):
+    table = ev.CaptionTable(photo_root / "captions.csv")
+    result = ev.text_deletion_insertion(model, table, tokenizer=tokenizer, n_text_layers=2, steps=3, limit=6, chunk_size=4, progress=False)
+    explainer = gradeclip.Explainer(model, tokenizer)
+    with torch.no_grad():
+        captions = unit(model.encode_text(tokenizer([s.caption for s in table])))
+    originals = [np.asarray(Image.open(photo_root / key).convert("RGB")) for key in table.images]
+    gallery = reference_embeddings(model, originals, preprocess)
+    image_of = np.array(table.image_of)
+    for n, sample in enumerate(list(table)[:6]):
+        own = table.image_of[sample.index]
+        exp = explainer.explain_text(preprocess(Image.fromarray(originals[own]))[None], [sample.caption], n_layers=2)
+        words = exp.words(0, 0)
+        order = sorted(range(len(words)), key=lambda w: (-words[w][1], w))
+        for mode in ev.MODES:
+            expected = []
+            for k in range(4):
+                chosen = set(order[:k])
+                if mode == "deletion":
+                    text = "".join(c for i, c in enumerate(sample.caption) if not any(exp.spans(0)[w][0] <= i < exp.spans(0)[w][1] for w in chosen))
+                    text = " ".join(text.split())
+                else:
+                    text = " ".join(words[w][0] for w in sorted(chosen))
+                with torch.no_grad():
+                    t = unit(model.encode_text(tokenizer([text])))[0]
+                image_rank = torch.argsort(t @ gallery.T, descending=True).tolist().index(own)
+                others = np.flatnonzero(image_of != own)
+                competitors = (gallery[own] @ captions[others].T).numpy()
+                text_rank = int((competitors > float(gallery[own] @ t)).sum())
+                expected.append([image_rank < 1, image_rank < 5, text_rank < 1, text_rank < 5])
+            np.testing.assert_array_equal(result.hits[mode][n], np.array(expected, dtype=float), err_msg=f"{sample.key} {mode}")
+    assert result.fractions == [0.0, 1.0, 2.0, 3.0] and result.settings["task"] == "text_faithfulness"
+    assert "IR" in ev.summary_table([result])

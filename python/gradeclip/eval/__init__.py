@@ -2,6 +2,7 @@
 
 - Faithfulness (SPEC §7, paper Tables I–II): :func:`deletion_insertion` over an
   :class:`ImageFolder` (zero-shot classification) or a :class:`CaptionTable` (retrieval).
+- Text faithfulness (paper Table III): :func:`text_deletion_insertion` over a :class:`CaptionTable`.
 - Localisation (SPEC §8, paper Table IV): :func:`localization` over a :class:`MaskFolder`.
 - The building blocks, computed in Rust: :func:`perturbation_steps`, :func:`resize_center_crop`,
   :func:`model_ready`, :func:`auc`, :func:`localization_metrics`.
@@ -12,9 +13,9 @@
 from __future__ import annotations
 
 from .datasets import CaptionTable, ImageFolder, MaskFolder, Sample, load_image, load_mask, read_class_index
-from .harness import Geometry, RetrievalScorer, ZeroShotClassifier, deletion_insertion, localization
+from .harness import Geometry, RetrievalScorer, TextRetrievalScorer, ZeroShotClassifier, deletion_insertion, localization, text_deletion_insertion
 from .metrics import LOCALIZATION_METRICS, auc, localization_metrics
-from .perturbation import MODES, checkpoint_fractions, model_ready, perturbation_steps, resize_center_crop
+from .perturbation import MODES, checkpoint_fractions, model_ready, perturbation_steps, resize_center_crop, text_steps
 from .report import FaithfulnessResult, LocalizationResult, load_result, summary_table
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "MaskFolder",
     "RetrievalScorer",
     "Sample",
+    "TextRetrievalScorer",
     "ZeroShotClassifier",
     "auc",
     "checkpoint_fractions",
@@ -42,4 +44,6 @@ __all__ = [
     "read_class_index",
     "resize_center_crop",
     "summary_table",
+    "text_deletion_insertion",
+    "text_steps",
 ]

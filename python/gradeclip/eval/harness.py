@@ -1,10 +1,13 @@
 """Dataset-scale evaluation of explanation methods: deletion/insertion curves (SPEC §7, paper
-Tables I–II) and localisation against object masks (SPEC §8, paper Table IV).
+Tables I–II), word deletion/insertion of captions (Table III) and localisation against object
+masks (SPEC §8, Table IV).
 
 The data path per chunk of images: load (threads) → the model's geometry in Rust (resize +
 centre crop, exactly Pillow's) → explain (any method the :class:`~gradeclip.Explainer` knows) →
 upsample each map to the perturbed image → every checkpoint of every image as a model-ready batch
-in Rust → model forwards in large batches → scorer hits. Each stage is timed.
+in Rust → model forwards in large batches → scorer hits. Each stage is timed. Maps are brought
+to the perturbed image's size by :func:`gradeclip.render.upsample` (SPEC §5: bilinear,
+half-pixel centres).
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ from torch.nn import functional as F
 from ..errors import InputError
 from ..explainer import Explainer, evaluation_mode
 from ..preprocessing import OPENAI_MEAN, OPENAI_STD, native_preprocess
+from ..render import upsample
 from .datasets import CaptionTable, ImageFolder, MaskFolder, Sample, load_image, load_mask
 from .metrics import LOCALIZATION_METRICS, localization_metrics
-from .perturbation import MODES, checkpoint_fractions, model_ready, perturbation_steps, resize_center_crop
+from .perturbation import MODES, checkpoint_fractions, model_ready, perturbation_steps, resize_center_crop, text_steps
 from .report import FaithfulnessResult, Journal, LocalizationResult, default_name, settings_key
 
 TARGETS = {"ground_truth": "ground_truth", "gt": "ground_truth", "predicted": "predicted", "pred": "predicted"}
 RESOLUTIONS = ("model", "native")
-UPSAMPLING = "bilinear, align_corners=False (torch.nn.functional.interpolate)"
+UPSAMPLING = "bilinear, align_corners=False (gradeclip.render.upsample)"
 TEXT_BATCH = 256
 LOAD_THREADS = 4
 
@@ -247,13 +251,60 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[i : i + size]
 
 
-def upsample(grid_map: Tensor, size: tuple[int, int]) -> np.ndarray:
-    """A raw map ``[h, w]`` brought to ``size`` with bilinear interpolation, ``align_corners=False``
-    (SPEC §5), as float32 numpy."""
-    m = grid_map.detach().float()[None, None]
-    if tuple(m.shape[-2:]) != tuple(size):
-        m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-    return m[0, 0].cpu().numpy()
+def _resumable(
+    samples: Sequence[Sample],
+    evaluate: Callable[[Sequence[Sample]], list[dict[str, Any]]],
+    *,
+    settings: dict[str, Any],
+    out_dir: str | os.PathLike[str] | None,
+    name: str,
+    chunk_size: int,
+    desc: str,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], Journal | None]:
+    """Run ``evaluate`` over ``samples`` in chunks, one record per sample (``"index"`` keyed),
+    journaling each chunk under ``out_dir`` and skipping samples a journal of the same settings
+    already holds. Returns the records in dataset order and the journal (closed; delete it once
+    the results are saved)."""
+    from tqdm.auto import tqdm
+
+    journal = Journal(Path(out_dir) / f"{name}.partial.jsonl", settings_key(settings)) if out_dir is not None else None
+    records: dict[int, dict[str, Any]] = dict(journal.records) if journal else {}
+    todo = [s for s in samples if s.index not in records]
+    try:
+        with tqdm(total=len(samples), initial=len(samples) - len(todo), desc=desc, disable=not progress) as bar:
+            for chunk in _chunks(todo, chunk_size):
+                for record in evaluate(chunk):
+                    records[int(record["index"])] = record
+                    if journal:
+                        journal.add(record)
+                bar.update(len(chunk))
+    finally:
+        if journal:
+            journal.close(remove=False)
+    return [records[s.index] for s in samples], journal
+
+
+def _save(result: FaithfulnessResult | LocalizationResult, out_dir: str | os.PathLike[str] | None, name: str, journal: Journal | None) -> None:
+    """Save the finished result and drop the journal it no longer needs."""
+    if out_dir is not None:
+        result.save(out_dir, name)
+    if journal is not None:
+        journal.path.unlink(missing_ok=True)
+
+
+def _faithfulness_result(settings: dict[str, Any], metrics: tuple[str, ...], fractions: list[float], records: list[dict[str, Any]], modes: Sequence[str], timings: dict[str, float]) -> FaithfulnessResult:
+    k, m = len(fractions), len(metrics)
+    return FaithfulnessResult(
+        settings=settings,
+        metrics=metrics,
+        fractions=fractions,
+        hits={mode: np.array([r["hits"][mode] for r in records], dtype=np.float64).reshape(len(records), k, m) for mode in modes},
+        indices=[r["index"] for r in records],
+        keys=[r["key"] for r in records],
+        targets=[r["target"] for r in records],
+        timings=timings,
+    )
 
 
 class _Explaining:
@@ -276,23 +327,23 @@ class _Explaining:
         ``resolution="model"``); images that share a text id share one text in the explainer call.
         """
         g = self.geometry
-        out: list[np.ndarray] = []
+        grids: list[np.ndarray] = []
         if self.resolution == "native":
             for image, text in zip(images, texts):
                 x = native_preprocess(image, self.model, self.max_short_side)[None]
                 res = self.explainer.explain_image(x, text[None], method=self.method, **self.options)
-                out.append(upsample(res.maps[0, 0], image.shape[:2]))
-            return out
-        for start in range(0, len(images), self.batch):
-            part = images[start : start + self.batch]
-            ids = list(text_ids[start : start + self.batch])
-            unique = list(dict.fromkeys(ids))
-            first = [ids.index(u) for u in unique]
-            x = torch.from_numpy(model_ready(part, g.size, g.mean, g.std))
-            res = self.explainer.explain_image(x, texts[start : start + self.batch][first], method=self.method, **self.options)
-            for b, text_id in enumerate(ids):
-                out.append(upsample(res.maps[b, unique.index(text_id)], part[b].shape[:2]))
-        return out
+                grids.append(res.maps[0, 0].detach().float().cpu().numpy())
+        else:
+            for start in range(0, len(images), self.batch):
+                part = images[start : start + self.batch]
+                ids = list(text_ids[start : start + self.batch])
+                unique = list(dict.fromkeys(ids))
+                first = [ids.index(u) for u in unique]
+                x = torch.from_numpy(model_ready(part, g.size, g.mean, g.std))
+                res = self.explainer.explain_image(x, texts[start : start + self.batch][first], method=self.method, **self.options)
+                maps = res.maps.detach().float().cpu()
+                grids.extend(maps[b, unique.index(text_id)].numpy() for b, text_id in enumerate(ids))
+        return upsample(grids, [image.shape[:2] for image in images])
 
 
 def _version() -> str:
@@ -370,8 +421,6 @@ def deletion_insertion(
     Returns:
         :class:`~gradeclip.eval.report.FaithfulnessResult`.
     """
-    from tqdm.auto import tqdm
-
     options = _check_common(method, options, resolution, chunk_size, explain_batch_size)
     if target not in TARGETS:
         raise InputError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
@@ -425,39 +474,15 @@ def deletion_insertion(
         "map_upsampling": UPSAMPLING,
         "gradeclip": _version(),
     }
-    key = settings_key(settings)
     name = name or default_name(settings)
-    journal = Journal(Path(out_dir) / f"{name}.partial.jsonl", key) if out_dir is not None else None
     explaining = _Explaining(model, method, options, geometry, resolution, max_short_side, explain_batch_size)
-    records: dict[int, dict[str, Any]] = dict(journal.records) if journal else {}
-    todo = [s for s in samples if s.index not in records]
-    try:
-        with tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{method} deletion/insertion", disable=not progress) as bar:
-            for chunk in _chunks(todo, chunk_size):
-                for record in _faithfulness_chunk(chunk, model, scorer, explaining, geometry, target, modes, steps, eval_every, seed, batch_size, clock):
-                    records[record["index"]] = record
-                    if journal:
-                        journal.add(record)
-                bar.update(len(chunk))
-    finally:
-        if journal:
-            journal.close(remove=False)
-    ordered = [records[s.index] for s in samples]
-    k, m = len(fractions), len(scorer.metrics)
-    result = FaithfulnessResult(
-        settings=settings,
-        metrics=scorer.metrics,
-        fractions=fractions,
-        hits={mode: np.array([r["hits"][mode] for r in ordered], dtype=np.float64).reshape(len(ordered), k, m) for mode in modes},
-        indices=[r["index"] for r in ordered],
-        keys=[r["key"] for r in ordered],
-        targets=[r["target"] for r in ordered],
-        timings=clock.summary(),
-    )
-    if out_dir is not None:
-        result.save(out_dir, name)
-        assert journal is not None
-        journal.path.unlink(missing_ok=True)
+
+    def evaluate(chunk: Sequence[Sample]) -> list[dict[str, Any]]:
+        return _faithfulness_chunk(chunk, model, scorer, explaining, geometry, target, modes, steps, eval_every, seed, batch_size, clock)
+
+    records, journal = _resumable(samples, evaluate, settings=settings, out_dir=out_dir, name=name, chunk_size=chunk_size, desc=f"{method} deletion/insertion", progress=progress)
+    result = _faithfulness_result(settings, scorer.metrics, fractions, records, modes, clock.summary())
+    _save(result, out_dir, name, journal)
     return result
 
 
@@ -565,8 +590,6 @@ def localization(
     Returns:
         :class:`~gradeclip.eval.report.LocalizationResult`.
     """
-    from tqdm.auto import tqdm
-
     options = _check_common(method, options, resolution, chunk_size, explain_batch_size)
     if not isinstance(dataset, MaskFolder):
         raise InputError(f"dataset must be a MaskFolder, got {type(dataset).__name__}")
@@ -607,57 +630,180 @@ def localization(
         "foreground": "h > mean(h)",
         "gradeclip": _version(),
     }
-    key = settings_key(settings)
     name = name or default_name(settings)
-    journal = Journal(Path(out_dir) / f"{name}.partial.jsonl", key) if out_dir is not None else None
     explaining = _Explaining(model, method, options, geometry, resolution, max_short_side, explain_batch_size)
-    records: dict[int, dict[str, Any]] = dict(journal.records) if journal else {}
-    todo = [s for s in samples if s.index not in records]
-    try:
-        with tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{method} localisation", disable=not progress) as bar:
-            for chunk in _chunks(todo, chunk_size):
-                with clock("load"):
-                    originals = _load_images([s.image for s in chunk])
-                    masks = [load_mask(s.mask, dataset.mask_format) for s in chunk]  # type: ignore[arg-type]
-                for i, (image, mask, s) in enumerate(zip(originals, masks, chunk)):
-                    if image.shape[:2] != mask.shape:
-                        raise InputError(f"{s.key}: image is {image.shape[0]}×{image.shape[1]} but its mask is {mask.shape[0]}×{mask.shape[1]}")
-                with clock("preprocess"):
-                    if resolution == "model":
-                        images = list(resize_center_crop(originals, geometry.size))
-                        masks = [_mask_in_geometry(m, geometry.size) for m in masks]
-                    else:
-                        images = originals
-                labels = [s.label if s.label is not None else 0 for s in chunk]
-                with clock("explain"):
-                    maps = explaining.maps(images, embed(labels), labels)
-                keep = [n for n, m in enumerate(masks) if m.any()]
-                values = localization_metrics([maps[n] for n in keep], [masks[n] for n in keep]) if keep else None
-                for n, s in enumerate(chunk):
-                    record: dict[str, Any] = {"index": s.index, "key": s.key}
-                    if n in keep:
-                        assert values is not None
-                        record.update({m: float(values[m][keep.index(n)]) for m in LOCALIZATION_METRICS})
-                    else:
-                        record["skipped"] = True
-                    records[s.index] = record
-                    if journal:
-                        journal.add(record)
-                bar.update(len(chunk))
-    finally:
-        if journal:
-            journal.close(remove=False)
-    ordered = [records[s.index] for s in samples]
-    kept = [r for r in ordered if not r.get("skipped")]
+
+    def evaluate(chunk: Sequence[Sample]) -> list[dict[str, Any]]:
+        return _localization_chunk(chunk, dataset.mask_format, explaining, embed, geometry, clock)
+
+    records, journal = _resumable(samples, evaluate, settings=settings, out_dir=out_dir, name=name, chunk_size=chunk_size, desc=f"{method} localisation", progress=progress)
+    kept = [r for r in records if not r.get("skipped")]
     result = LocalizationResult(
         settings=settings,
         values={m: np.array([r[m] for r in kept], dtype=np.float64) for m in LOCALIZATION_METRICS},
         keys=[r["key"] for r in kept],
-        skipped=[r["key"] for r in ordered if r.get("skipped")],
+        skipped=[r["key"] for r in records if r.get("skipped")],
         timings=clock.summary(),
     )
-    if out_dir is not None:
-        result.save(out_dir, name)
-        assert journal is not None
-        journal.path.unlink(missing_ok=True)
+    _save(result, out_dir, name, journal)
+    return result
+
+
+def _localization_chunk(
+    chunk: Sequence[Sample], mask_format: str, explaining: _Explaining, embed: Callable[[list[int]], Tensor], geometry: Geometry, clock: Stopwatch
+) -> list[dict[str, Any]]:
+    """SPEC §8 metrics of one chunk; a sample whose mask has no object pixel left is marked skipped."""
+    with clock("load"):
+        originals = _load_images([s.image for s in chunk])
+        masks = [load_mask(s.mask, mask_format) for s in chunk]  # type: ignore[arg-type]
+    for image, mask, s in zip(originals, masks, chunk):
+        if image.shape[:2] != mask.shape:
+            raise InputError(f"{s.key}: image is {image.shape[0]}×{image.shape[1]} but its mask is {mask.shape[0]}×{mask.shape[1]}")
+    with clock("preprocess"):
+        if explaining.resolution == "model":
+            images = list(resize_center_crop(originals, geometry.size))
+            masks = [_mask_in_geometry(m, geometry.size) for m in masks]
+        else:
+            images = originals
+    labels = [s.label if s.label is not None else 0 for s in chunk]
+    with clock("explain"):
+        maps = explaining.maps(images, embed(labels), labels)
+    keep = [n for n, m in enumerate(masks) if m.any()]
+    values = localization_metrics([maps[n] for n in keep], [masks[n] for n in keep]) if keep else {}
+    records: list[dict[str, Any]] = []
+    for n, s in enumerate(chunk):
+        if n in keep:
+            records.append({"index": s.index, "key": s.key, **{m: float(values[m][keep.index(n)]) for m in LOCALIZATION_METRICS}})
+        else:
+            records.append({"index": s.index, "key": s.key, "skipped": True})
+    return records
+
+
+class TextRetrievalScorer:
+    """Retrieval with a perturbed caption in place of the clean one (paper Table III).
+
+    For a row (image ``i``, caption ``c``) and the perturbed caption's embedding ``t'``:
+    IR@k: fewer than ``k`` other images are closer to ``t'`` than image ``i``;
+    TR@k: for image ``i`` as the query, fewer than ``k`` captions of other images are closer than
+    ``t'`` (the image's other, untouched captions neither help nor compete).
+    """
+
+    metrics = ("ir@1", "ir@5", "tr@1", "tr@5")
+
+    def __init__(self, captions: Tensor, images: Tensor, image_of: Sequence[int]):
+        self.captions = captions
+        self.images = images
+        self.image_of = torch.as_tensor(list(image_of))
+
+    def describe(self) -> dict[str, Any]:
+        return {"scorer": "text retrieval", "captions": int(self.captions.shape[0]), "images": int(self.images.shape[0])}
+
+    def hits(self, texts: Tensor, rows: Sequence[int]) -> np.ndarray:
+        """float64 ``[N, 4]``: IR@1, IR@5, TR@1, TR@5 of each perturbed caption embedding."""
+        own_image = self.image_of[torch.as_tensor(list(rows))]
+        n = torch.arange(len(own_image))
+        to_images = texts @ self.images.T
+        own = to_images[n, own_image].clone()
+        to_images[n, own_image] = -torch.inf
+        ir_above = (to_images > own[:, None]).sum(dim=1)
+        queries = self.images[own_image]
+        to_captions = queries @ self.captions.T
+        to_captions[self.image_of[None, :] == own_image[:, None]] = -torch.inf
+        own_t = (queries * texts).sum(dim=1)
+        tr_above = (to_captions > own_t[:, None]).sum(dim=1)
+        return torch.stack([ir_above < 1, ir_above < 5, tr_above < 1, tr_above < 5], dim=1).double().numpy()
+
+
+def text_deletion_insertion(
+    model: nn.Module,
+    dataset: CaptionTable,
+    *,
+    tokenizer: Callable[[list[str]], Tensor],
+    n_text_layers: int = 8,
+    heads: str = "single",
+    modes: Sequence[str] = MODES,
+    steps: int = 5,
+    batch_size: int = 64,
+    chunk_size: int = 16,
+    limit: int | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    model_name: str | None = None,
+    progress: bool = True,
+) -> FaithfulnessResult:
+    """Word deletion and insertion of captions by Grad-ECLIP's textual explanation (SPEC §3, §7;
+    paper Table III): each caption is explained against its image (in the model's geometry),
+    its words are removed from it (deletion) or inserted into an empty text (insertion) one per
+    step, most important first, and every step's caption is scored by retrieval
+    (:class:`TextRetrievalScorer`). ``fractions`` holds the number of words changed, ``0..steps``;
+    AUCs take x uniform on [0, 1].
+
+    Args:
+        model, dataset, tokenizer: the model, a :class:`CaptionTable` and the model's tokenizer
+            (open_clip's ``SimpleTokenizer``, which the textual explanation needs).
+        n_text_layers, heads: options of :meth:`gradeclip.Explainer.explain_text`.
+        modes, steps: which curves, and how many words (default 5, as in the paper).
+        Other arguments as for :func:`deletion_insertion`.
+    """
+    modes = list(modes)
+    if not modes or any(m not in MODES for m in modes) or len(set(modes)) != len(modes):
+        raise InputError(f"modes must be distinct values of {', '.join(MODES)}, got {modes!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"steps must be a positive integer, got {steps!r}")
+    if not isinstance(dataset, CaptionTable):
+        raise InputError(f"dataset must be a CaptionTable, got {type(dataset).__name__}")
+    _check_common("gradeclip", None, "model", chunk_size, 1)
+    geometry = Geometry.of(model)
+    samples = list(dataset)[: limit if limit is not None else None]
+    if not samples:
+        raise InputError("the dataset is empty")
+    clock = Stopwatch()
+    with clock("setup"):
+        captions = encode_texts(model, tokenizer, [s.caption or "" for s in dataset])
+        scorer = TextRetrievalScorer(captions, _gallery(model, dataset, geometry, batch_size, progress), dataset.image_of)
+    settings = {
+        "task": "text_faithfulness",
+        "model": _describe_model(model, model_name),
+        "method": "gradeclip",
+        "options": {"n_text_layers": n_text_layers, "heads": heads},
+        "target": "ground_truth",
+        **scorer.describe(),
+        "dataset": dataset.describe(),
+        "images": len(samples),
+        "modes": modes,
+        "steps": steps,
+        "words_per_step": 1,
+        "word_order": "importance descending, ties in caption order",
+        "input_size": geometry.size,
+        "gradeclip": _version(),
+    }
+    name = name or default_name(settings)
+    explainer = Explainer(model, tokenizer)
+
+    def evaluate(chunk: Sequence[Sample]) -> list[dict[str, Any]]:
+        with clock("load"):
+            keys = list(dict.fromkeys(dataset.images[dataset.image_of[s.index]] for s in chunk))
+            pixels = model_ready(_load_images([dataset.root / k for k in keys]), geometry.size, geometry.mean, geometry.std)
+        texts: dict[str, list[tuple[int, list[str]]]] = {mode: [] for mode in modes}
+        with clock("explain"):
+            for position, key in enumerate(keys):
+                rows = [s for s in chunk if dataset.images[dataset.image_of[s.index]] == key]
+                exp = explainer.explain_text(torch.from_numpy(pixels[position : position + 1]), [s.caption or "" for s in rows], n_layers=n_text_layers, heads=heads)
+                for t, s in enumerate(rows):
+                    importance = [w for _, w in exp.words(0, t)]
+                    for mode in modes:
+                        texts[mode].append((s.index, text_steps(s.caption or "", exp.spans(t), importance, mode, steps)))
+        by_index: dict[int, dict[str, Any]] = {s.index: {"index": s.index, "key": s.key, "target": s.index, "hits": {}} for s in chunk}
+        with clock("score"):
+            for mode in modes:
+                rows_and_steps = texts[mode]
+                flat = [text for _, variants in rows_and_steps for text in variants]
+                hits = scorer.hits(encode_texts(model, tokenizer, flat), [i for i, variants in rows_and_steps for _ in variants]).reshape(len(rows_and_steps), steps + 1, -1)
+                for (index, _), h in zip(rows_and_steps, hits):
+                    by_index[index]["hits"][mode] = h.astype(int).tolist()
+        return [by_index[s.index] for s in chunk]
+
+    records, journal = _resumable(samples, evaluate, settings=settings, out_dir=out_dir, name=name, chunk_size=chunk_size, desc="gradeclip text deletion/insertion", progress=progress)
+    result = _faithfulness_result(settings, scorer.metrics, [float(k) for k in range(steps + 1)], records, modes, clock.summary())
+    _save(result, out_dir, name, journal)
     return result

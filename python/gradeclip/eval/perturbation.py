@@ -1,7 +1,8 @@
-"""Deletion and insertion checkpoints (SPEC §7) and CLIP's preprocessing, computed in Rust.
+"""Deletion and insertion checkpoints (SPEC §7) and CLIP's preprocessing, computed in Rust;
+word deletion / insertion of captions (paper Table III).
 
-Everything here is a thin layer over ``gradeclip._native``: inputs are checked and converted,
-the work runs in parallel over images with the GIL released.
+The image functions are a thin layer over ``gradeclip._native``: inputs are checked and
+converted, the work runs in parallel over images with the GIL released.
 """
 
 from __future__ import annotations
@@ -127,3 +128,43 @@ def model_ready(images: Any, size: int, mean: Sequence[float], std: Sequence[flo
     Returns float32 ``[B, 3, size, size]``.
     """
     return native(_native.model_ready, image_list(images), _check_size(size), triple(mean, "mean"), triple(std, "std"))
+
+
+def text_steps(text: str, spans: Sequence[tuple[int, int]], importance: Sequence[float], mode: str = "deletion", steps: int = 5) -> list[str]:
+    """Word deletion or insertion checkpoints of a caption (paper Table III): one word per step,
+    most important first (ties in caption order), ``steps + 1`` texts with the untouched start first.
+
+    Deletion removes the words' characters from the caption (whitespace collapsed); insertion
+    starts from the empty text and keeps the inserted words in caption order, joined by spaces.
+    Once every word is removed / inserted, later checkpoints repeat the last text.
+
+    Args:
+        text: the caption.
+        spans: ``(start, end)`` character offsets of its words (``TextExplanation.spans(t)``).
+        importance: one importance per word (``TextExplanation.words(b, t)``).
+        mode: ``"deletion"`` or ``"insertion"``.
+        steps: words changed in all.
+
+    Returns:
+        ``steps + 1`` strings.
+    """
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"steps must be a positive integer, got {steps!r}")
+    if len(spans) != len(importance):
+        raise InputError(f"got {len(spans)} word spans but {len(importance)} importances")
+    order = sorted(range(len(spans)), key=lambda w: (-importance[w], w))
+    out = []
+    for k in range(steps + 1):
+        chosen = set(order[:k])
+        if mode == "deletion":
+            kept, cursor = [], 0
+            for w in sorted(chosen, key=lambda w: spans[w][0]):
+                kept.append(text[cursor : spans[w][0]])
+                cursor = spans[w][1]
+            kept.append(text[cursor:])
+            out.append(" ".join("".join(kept).split()))
+        else:
+            out.append(" ".join(text[spans[w][0] : spans[w][1]] for w in sorted(chosen)))
+    return out

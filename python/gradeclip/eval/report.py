@@ -20,6 +20,11 @@ from ..errors import InputError
 from .metrics import LOCALIZATION_METRICS, auc
 
 MODE_ARROWS = {"deletion": "↓", "insertion": "↑"}
+TABLE_TITLES = {
+    "classification": "Deletion / insertion AUC, zero-shot classification (paper Table I)",
+    "retrieval": "Deletion / insertion AUC, image-text retrieval (paper Table II)",
+    "text retrieval": "Word deletion / insertion AUC, image-text retrieval (paper Table III)",
+}
 LOCALIZATION_HEADERS = {"point_game": "PG", "energy_pg": "energy-PG", "pixel_accuracy": "Pixel Acc.", "average_precision": "AP", "mask_iou": "maskIoU"}
 #: the paper's column order for Table IV
 LOCALIZATION_TABLE_ORDER = ("point_game", "energy_pg", "pixel_accuracy", "average_precision", "mask_iou")
@@ -285,12 +290,14 @@ def summary_table(results: Iterable[FaithfulnessResult | LocalizationResult]) ->
     parts = []
     faith = [r for r in results if isinstance(r, FaithfulnessResult)]
     for scorer in sorted({r.settings.get("scorer", "") for r in faith}):
-        parts.append(_faithfulness_table([r for r in faith if r.settings.get("scorer", "") == scorer]))
+        title = TABLE_TITLES.get(scorer, f"Deletion / insertion AUC, {scorer}")
+        parts.append(title + "\n" + _faithfulness_table([r for r in faith if r.settings.get("scorer", "") == scorer]))
     local = [r for r in results if isinstance(r, LocalizationResult)]
     if local:
+        parts.append("Localisation (mean over images)")
         header = ["method", *(LOCALIZATION_HEADERS[m] for m in LOCALIZATION_TABLE_ORDER), "images"]
         rows = [[method_label(r.settings), *(f"{r.means[m]:.4f}" for m in LOCALIZATION_TABLE_ORDER), str(len(r.keys))] for r in local]
-        parts.append(_grid([header], rows))
+        parts[-1] += "\n" + _grid([header], rows)
     return "\n\n".join(parts)
 
 
