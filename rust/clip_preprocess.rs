@@ -301,13 +301,10 @@ impl ResizeCrop {
         if scratch.len() < (x_hi - x_lo) * LANES {
             scratch.resize((x_hi - x_lo) * LANES, 0);
         }
-        for r in 0..nrows {
-            let row =
-                &image[((y0 + r) * self.width + x_lo) * 3..((y0 + r) * self.width + x_hi) * 3];
-            for (column, px) in scratch.chunks_exact_mut(LANES).zip(row.chunks_exact(3)) {
-                column[r * 3..r * 3 + 3].copy_from_slice(px);
-            }
-        }
+        let rows: Vec<&[u8]> = (0..nrows)
+            .map(|r| &image[((y0 + r) * self.width + x_lo) * 3..((y0 + r) * self.width + x_hi) * 3])
+            .collect();
+        transpose_pixels(&rows, &mut scratch[..(x_hi - x_lo) * LANES]);
         let ksize = self.cols.ksize;
         let stride = self.size * 3;
         for j in lo..hi {
@@ -388,6 +385,47 @@ impl ResizeCrop {
     /// Resize + centre crop of `image` (`H·W·3` bytes, row-major RGB): `S·S·3` bytes.
     pub fn apply(&self, image: &[u8]) -> Vec<u8> {
         Incremental::new(self, image).out
+    }
+}
+
+/// Interleave up to `TILE` rows of RGB pixels column by column: column `x` of `out` holds pixel
+/// `x` of row 0, then of row 1, … (`LANES` bytes per column; lanes of missing rows are zero).
+/// Pixels move as 4-byte words whose spare byte the next pixel overwrites, so only the last
+/// column needs 3-byte copies.
+fn transpose_pixels(rows: &[&[u8]], out: &mut [u8]) {
+    let count = out.len() / LANES;
+    if count == 0 {
+        return;
+    }
+    let mut full = [&[][..]; TILE];
+    full[..rows.len()].copy_from_slice(rows);
+    if rows.len() == TILE {
+        assert!(full.iter().all(|row| row.len() == count * 3));
+        let base = out.as_mut_ptr();
+        for x in 0..count - 1 {
+            for (r, row) in full.iter().enumerate() {
+                // SAFETY: x ≤ count − 2, so the 4-byte read ends at 3x + 4 ≤ 3·count − 2 ≤
+                // row.len(), and the write ends at LANES·x + 3r + 4 ≤ LANES·(x + 1) + 1, inside
+                // `out` (column x + 1 exists); its spare byte is overwritten later (by row r + 1
+                // of this column, or by row 0 of the next one).
+                unsafe {
+                    let word = std::ptr::read_unaligned(row.as_ptr().add(x * 3) as *const u32);
+                    std::ptr::write_unaligned(base.add(x * LANES + r * 3) as *mut u32, word);
+                }
+            }
+        }
+    } else {
+        for (x, column) in out.chunks_exact_mut(LANES).enumerate().take(count - 1) {
+            column.fill(0);
+            for (r, row) in rows.iter().enumerate() {
+                column[r * 3..r * 3 + 3].copy_from_slice(&row[x * 3..x * 3 + 3]);
+            }
+        }
+    }
+    let last = &mut out[(count - 1) * LANES..count * LANES];
+    last.fill(0);
+    for (r, row) in rows.iter().enumerate() {
+        last[r * 3..r * 3 + 3].copy_from_slice(&row[(count - 1) * 3..count * 3]);
     }
 }
 
@@ -483,18 +521,8 @@ pub struct Incremental<'p> {
 impl<'p> Incremental<'p> {
     /// Both passes of `image` computed in full.
     pub fn new(plan: &'p ResizeCrop, image: &[u8]) -> Incremental<'p> {
-        let blocks = plan.row_tiles.len();
-        let mut inc = Incremental {
-            plan,
-            tmp: vec![0u8; (plan.row_hi - plan.row_lo) * plan.size * 3],
-            out: vec![0u8; plan.size * plan.size * 3],
-            scratch: Vec::new(),
-            acc: Vec::new(),
-            tmp_dirty: vec![0; blocks * plan.words],
-            out_dirty: vec![0; plan.size.div_ceil(TILE) * plan.words],
-            spans: Vec::new(),
-        };
-        for block in 0..blocks {
+        let mut inc = Incremental::black(plan);
+        for block in 0..plan.row_tiles.len() {
             set_bits(
                 &mut inc.tmp_dirty[block * plan.words..(block + 1) * plan.words],
                 0,
@@ -503,6 +531,22 @@ impl<'p> Incremental<'p> {
         }
         inc.recompute(image);
         inc
+    }
+
+    /// The state of an all-black (zero) image, with nothing computed: every tap sum of zeros
+    /// rounds to zero, so both passes are zero.
+    pub fn black(plan: &'p ResizeCrop) -> Incremental<'p> {
+        let blocks = plan.row_tiles.len();
+        Incremental {
+            plan,
+            tmp: vec![0u8; (plan.row_hi - plan.row_lo) * plan.size * 3],
+            out: vec![0u8; plan.size * plan.size * 3],
+            scratch: Vec::new(),
+            acc: Vec::new(),
+            tmp_dirty: vec![0; blocks * plan.words],
+            out_dirty: vec![0; plan.size.div_ceil(TILE) * plan.words],
+            spans: Vec::new(),
+        }
     }
 
     /// The current output, `S·S·3` bytes (row-major RGB).

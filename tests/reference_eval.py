@@ -25,19 +25,31 @@ def fill_bytes(seed: int, stream: int, count: int) -> np.ndarray:
 
 
 def checkpoints(image: np.ndarray, heat: np.ndarray, mode: str, steps: int = 100, eval_every: int = 10, seed: int = 0, stream: int = 0) -> np.ndarray:
-    """SPEC §7 step by step: uint8 ``[1 + steps / eval_every, H, W, 3]``."""
+    """SPEC §7 step by step: uint8 ``[1 + steps / eval_every, H, W, 3]``.
+
+    Deletion fill (the documented convention): at each checkpoint, the pixels removed since the
+    previous one take the next bytes of :func:`fill_bytes`, three each, in raster order.
+    """
     h, w, _ = image.shape
     n = max(1, h * w // (2 * steps))
     order = np.argsort(-heat.astype(np.float64).ravel(), kind="stable")
     source = image.reshape(-1, 3)
     current = source.copy() if mode == "deletion" else np.zeros_like(source)
     fill = fill_bytes(seed, stream, 3 * min(steps * n, h * w)).reshape(-1, 3)
+    used = 0
+    pending = np.zeros(h * w, bool)
     out = [current.reshape(h, w, 3).copy()]
     for step in range(steps):
-        ranks = np.arange(step * n, min((step + 1) * n, h * w))
-        pixels = order[ranks]
-        current[pixels] = fill[ranks] if mode == "deletion" else source[pixels]
+        pixels = order[step * n : (step + 1) * n]
+        pending[pixels] = True
+        if mode == "insertion":
+            current[pixels] = source[pixels]
         if (step + 1) % eval_every == 0:
+            if mode == "deletion":
+                fresh = np.flatnonzero(pending)
+                current[fresh] = fill[used : used + len(fresh)]
+                used += len(fresh)
+            pending[:] = False
             out.append(current.reshape(h, w, 3).copy())
     return np.stack(out)
 
