@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -86,11 +87,10 @@ def authors_path(image: np.ndarray, heat: np.ndarray, mode: str, preprocess, rng
 
 
 def part_checkpoints(repeats: int) -> None:
-    import open_clip
-    import torch
-
     import gradeclip
     import gradeclip.eval as ev
+    import open_clip
+    import torch
 
     preprocess = open_clip.image_transform(SIZE, is_train=False, mean=MEAN, std=STD)
     # The baseline's torch ops (ToTensor, Normalize) are small: one thread is their fastest setting,
@@ -98,40 +98,56 @@ def part_checkpoints(repeats: int) -> None:
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     cases = [(name, image, grid_map(image.shape[:2], i)) for i, (name, image) in enumerate(photos().items())]
-    noise = [(f"{name} (noise map)", image, np.random.default_rng(9).random(image.shape[:2]).astype(np.float32)) for name, image, _ in cases[:1]]
+    noise = [
+        (f"{name} (noise map)", image, np.random.default_rng(9).random(image.shape[:2]).astype(np.float32))
+        for name, image, _ in cases[:1]
+    ]
     threads = gradeclip.build_info()["threads"]
-    print(f"\n1. image + map -> model-ready checkpoint batch [11, 3, {SIZE}, {SIZE}], per image (median of {repeats}); gradeclip threads: {threads}")
+    print(
+        f"\n1. image + map -> model-ready checkpoint batch [11, 3, {SIZE}, {SIZE}], per image (median of {repeats}); gradeclip threads: {threads}"
+    )
     print(f"| {'image':<26} | {'size':>9} | {'mode':<9} | {'ours ms':>8} | {'authors ms':>10} | {'ratio':>7} |")
     print(f"|{'-' * 28}|{'-' * 11}|{'-' * 11}|{'-' * 10}|{'-' * 12}|{'-' * 9}|")
     totals = {"ours": 0.0, "base": 0.0}
     for mode in ev.MODES:
         for name, image, heat in cases + noise:
             rng = np.random.default_rng(0)
-            ours = median_s(lambda: ev.perturbation_steps(image, heat, mode, output_size=SIZE, mean=MEAN, std=STD), repeats)
-            base = median_s(lambda: authors_path(image, heat, mode, preprocess, rng), repeats)
+            ours = median_s(partial(ev.perturbation_steps, image, heat, mode, output_size=SIZE, mean=MEAN, std=STD), repeats)
+            base = median_s(partial(authors_path, image, heat, mode, preprocess, rng), repeats)
             if mode == "insertion":
-                diff = np.abs(ev.perturbation_steps(image, heat, mode, output_size=SIZE, mean=MEAN, std=STD)[0] - authors_path(image, heat, mode, preprocess, rng).numpy()).max()
+                diff = np.abs(
+                    ev.perturbation_steps(image, heat, mode, output_size=SIZE, mean=MEAN, std=STD)[0]
+                    - authors_path(image, heat, mode, preprocess, rng).numpy()
+                ).max()
                 assert diff <= 1 / 255 / min(STD) + 1e-6, f"{name}: outputs differ by {diff}"
             if "noise" not in name:
                 totals["ours"] += ours
                 totals["base"] += base
-            print(f"| {name:<26} | {image.shape[0]:>4}x{image.shape[1]:<4} | {mode:<9} | {1e3 * ours:8.2f} | {1e3 * base:10.2f} | {base / ours:6.1f}x |")
+            print(
+                f"| {name:<26} | {image.shape[0]:>4}x{image.shape[1]:<4} | {mode:<9} | {1e3 * ours:8.2f} | {1e3 * base:10.2f} | {base / ours:6.1f}x |"
+            )
     images = [image for _, image, _ in cases]
     maps = [heat for _, _, heat in cases]
-    batch = {mode: median_s(lambda: ev.perturbation_steps(images, maps, mode, output_size=SIZE, mean=MEAN, std=STD), repeats) for mode in ev.MODES}
+    batch = {
+        mode: median_s(partial(ev.perturbation_steps, images, maps, mode, output_size=SIZE, mean=MEAN, std=STD), repeats)
+        for mode in ev.MODES
+    }
     per_image = sum(batch.values()) / len(images)
     base_per_image = totals["base"] / len(images)
-    print(f"| {'all 5 photos in one call':<26} | {'':>9} | {'both':<9} | {1e3 * per_image:8.2f} | {1e3 * base_per_image:10.2f} | {base_per_image / per_image:6.1f}x |")
-    print(f"(per image, deletion + insertion: ours {1e3 * per_image:.2f} ms batched / {1e3 * totals['ours'] / len(images):.2f} ms one by one; authors {1e3 * base_per_image:.2f} ms)")
+    print(
+        f"| {'all 5 photos in one call':<26} | {'':>9} | {'both':<9} | {1e3 * per_image:8.2f} | {1e3 * base_per_image:10.2f} | {base_per_image / per_image:6.1f}x |"
+    )
+    print(
+        f"(per image, deletion + insertion: ours {1e3 * per_image:.2f} ms batched / {1e3 * totals['ours'] / len(images):.2f} ms one by one; authors {1e3 * base_per_image:.2f} ms)"
+    )
     torch.set_num_threads(torch_threads)
 
 
 def part_harness(n_images: int) -> None:
+    import gradeclip.eval as ev
     import open_clip
     import torch
     from PIL import Image
-
-    import gradeclip.eval as ev
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,7 +168,9 @@ def part_harness(n_images: int) -> None:
         tokenizer = open_clip.get_tokenizer("ViT-B-32")
         dataset = ev.ImageFolder(root)
         start = time.perf_counter()
-        result = ev.deletion_insertion(model, dataset, tokenizer=tokenizer, templates=["a photo of a {}."], batch_size=64, chunk_size=16, progress=False)
+        result = ev.deletion_insertion(
+            model, dataset, tokenizer=tokenizer, templates=["a photo of a {}."], batch_size=64, chunk_size=16, progress=False
+        )
         wall = time.perf_counter() - start
     t = result.timings
     model_s = t.get("setup", 0) + t.get("explain", 0) + t.get("score", 0)
@@ -172,8 +190,10 @@ def part_harness(n_images: int) -> None:
         if stage in t:
             print(f"| {label:<44} | {t[stage]:8.2f} | {100 * t[stage] / t['total']:5.1f}% |")
     print(f"| {'total':<44} | {t['total']:8.2f} | {'':>6} |")
-    print(f"model forwards (prompts + explanations + scoring): {100 * model_s / t['total']:.1f}% of {wall:.1f} s wall time; "
-          f"outside the model: {t['total'] - model_s:.2f} s ({1e3 * (t['total'] - model_s) / n_images:.1f} ms per image)")
+    print(
+        f"model forwards (prompts + explanations + scoring): {100 * model_s / t['total']:.1f}% of {wall:.1f} s wall time; "
+        f"outside the model: {t['total'] - model_s:.2f} s ({1e3 * (t['total'] - model_s) / n_images:.1f} ms per image)"
+    )
 
 
 def main() -> None:

@@ -24,7 +24,9 @@ def fill_bytes(seed: int, stream: int, count: int) -> np.ndarray:
     return words.view(np.uint8)[:count]
 
 
-def checkpoints(image: np.ndarray, heat: np.ndarray, mode: str, steps: int = 100, eval_every: int = 10, seed: int = 0, stream: int = 0) -> np.ndarray:
+def checkpoints(
+    image: np.ndarray, heat: np.ndarray, mode: str, steps: int = 100, eval_every: int = 10, seed: int = 0, stream: int = 0
+) -> np.ndarray:
     """SPEC §7 step by step: uint8 ``[1 + steps / eval_every, H, W, 3]``.
 
     Deletion fill (the documented convention): at each checkpoint, the pixels removed since the

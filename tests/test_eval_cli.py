@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 import skimage.data
-from PIL import Image
-
 from gradeclip.cli import main
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -23,21 +22,68 @@ def folders(tmp_path_factory):
         mask[image.shape[0] // 4 : image.shape[0] // 2, image.shape[1] // 3 : 2 * image.shape[1] // 3] = 1
         Image.fromarray(mask).save(root / "masks" / name / f"{name}.png")
     (root / "templates.txt").write_text("a photo of a {}.\n")
-    (root / "captions.csv").write_text("image,caption\nimages/astronaut/astronaut.png,an astronaut in a white suit\nimages/coffee/coffee.png,a cup of coffee on a table\n")
+    (root / "captions.csv").write_text(
+        "image,caption\nimages/astronaut/astronaut.png,an astronaut in a white suit\nimages/coffee/coffee.png,a cup of coffee on a table\n"
+    )
     return root
 
 
 @pytest.mark.slow
 def test_faithfulness_and_localization_commands_write_results(folders, tmp_path, capsys):
     common = ["--model", "ViT-S-32", "--templates", str(folders / "templates.txt"), "--no-progress", "--out", str(tmp_path)]
-    status = main(["eval", "faithfulness", *common, "--images", str(folders / "images"), "--limit", "1", "--steps", "10", "--eval-every", "5", "--target", "gt", "--target", "pred"])
+    status = main(
+        [
+            "eval",
+            "faithfulness",
+            *common,
+            "--images",
+            str(folders / "images"),
+            "--limit",
+            "1",
+            "--steps",
+            "10",
+            "--eval-every",
+            "5",
+            "--target",
+            "gt",
+            "--target",
+            "pred",
+        ]
+    )
     assert status == 0
     out = capsys.readouterr()
     assert "Deletion ↓" in out.out and "predicted" in out.out and "RANDOM weights" in out.err
-    status = main(["eval", "localization", *common, "--images", str(folders / "images"), "--masks", str(folders / "masks"), "--option", "spatial=\"none\""])
+    status = main(
+        [
+            "eval",
+            "localization",
+            *common,
+            "--images",
+            str(folders / "images"),
+            "--masks",
+            str(folders / "masks"),
+            "--option",
+            'spatial="none"',
+        ]
+    )
     assert status == 0
     assert "energy-PG" in capsys.readouterr().out
-    status = main(["eval", "text-faithfulness", *common[:2], "--no-progress", "--out", str(tmp_path), "--captions", str(folders / "captions.csv"), "--limit", "1", "--steps", "2"])
+    status = main(
+        [
+            "eval",
+            "text-faithfulness",
+            *common[:2],
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+            "--captions",
+            str(folders / "captions.csv"),
+            "--limit",
+            "1",
+            "--steps",
+            "2",
+        ]
+    )
     assert status == 0
     assert "Table III" in capsys.readouterr().out
     saved = sorted(tmp_path.glob("*.json"))
@@ -51,6 +97,20 @@ def test_faithfulness_and_localization_commands_write_results(folders, tmp_path,
 
 
 def test_bad_input_is_a_message_not_a_traceback(folders, capsys):
-    status = main(["eval", "faithfulness", "--model", "ViT-S-32", "--images", str(folders / "images"), "--steps", "10", "--eval-every", "3", "--no-progress"])
+    status = main(
+        [
+            "eval",
+            "faithfulness",
+            "--model",
+            "ViT-S-32",
+            "--images",
+            str(folders / "images"),
+            "--steps",
+            "10",
+            "--eval-every",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert status == 2
     assert "must divide" in capsys.readouterr().err

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import gradeclip
+import gradeclip.eval as ev
 import numpy as np
 import open_clip
 import pytest
@@ -14,12 +16,9 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 from conftest import tiny_clip
-from PIL import Image
-
-import gradeclip
-import gradeclip.eval as ev
 from gradeclip.errors import InputError
 from gradeclip.render import upsample
+from PIL import Image
 
 SIZE = 32
 TEMPLATES = ["a photo of a {}.", "a picture of the {}."]
@@ -132,8 +131,17 @@ def test_classification_harness_equals_a_slow_loop(photo_root, model, tokenizer,
     dataset = ev.ImageFolder(photo_root / "images")
     names = dataset.class_names + DISTRACTORS
     result = ev.deletion_insertion(
-        model, dataset, tokenizer=tokenizer, class_names=names, templates=TEMPLATES,
-        steps=STEPS, eval_every=EVAL_EVERY, seed=11, chunk_size=3, explain_batch_size=1, progress=False,
+        model,
+        dataset,
+        tokenizer=tokenizer,
+        class_names=names,
+        templates=TEMPLATES,
+        steps=STEPS,
+        eval_every=EVAL_EVERY,
+        seed=11,
+        chunk_size=3,
+        explain_batch_size=1,
+        progress=False,
     )
     weights = reference_classifier(model, tokenizer, names)
     expected = {mode: [] for mode in ev.MODES}
@@ -161,8 +169,17 @@ def test_classification_harness_equals_a_slow_loop(photo_root, model, tokenizer,
 def test_predicted_target_starts_correct_and_batched_explaining_runs(photo_root, model, tokenizer):
     dataset = ev.ImageFolder(photo_root / "images")
     result = ev.deletion_insertion(
-        model, dataset, tokenizer=tokenizer, class_names=dataset.class_names + DISTRACTORS, templates=TEMPLATES,
-        target="pred", steps=STEPS, eval_every=EVAL_EVERY, chunk_size=4, explain_batch_size=4, progress=False,
+        model,
+        dataset,
+        tokenizer=tokenizer,
+        class_names=dataset.class_names + DISTRACTORS,
+        templates=TEMPLATES,
+        target="pred",
+        steps=STEPS,
+        eval_every=EVAL_EVERY,
+        chunk_size=4,
+        explain_batch_size=4,
+        progress=False,
     )
     assert (result.hits["deletion"][:, 0, 0] == 1).all()  # the untouched image is predicted as itself
     assert result.settings["target"] == "predicted"
@@ -174,7 +191,16 @@ def test_retrieval_harness_equals_a_slow_loop(photo_root, model, tokenizer, prep
     table = ev.CaptionTable(photo_root / "captions.csv")
     assert len(table) == 14 and len(table.images) == 7
     result = ev.deletion_insertion(
-        model, table, tokenizer=tokenizer, steps=STEPS, eval_every=EVAL_EVERY, seed=2, chunk_size=5, explain_batch_size=1, limit=8, progress=False
+        model,
+        table,
+        tokenizer=tokenizer,
+        steps=STEPS,
+        eval_every=EVAL_EVERY,
+        seed=2,
+        chunk_size=5,
+        explain_batch_size=1,
+        limit=8,
+        progress=False,
     )
     with torch.no_grad():
         captions = unit(model.encode_text(tokenizer([s.caption for s in table])))
@@ -189,7 +215,9 @@ def test_retrieval_harness_equals_a_slow_loop(photo_root, model, tokenizer, prep
         seen = ref.pillow_geometry(originals[own], SIZE)
         for mode in ev.MODES:
             rows = []
-            for emb in reference_embeddings(model, ref.checkpoints(seen, heat, mode, STEPS, EVAL_EVERY, seed=2, stream=sample.index), preprocess):
+            for emb in reference_embeddings(
+                model, ref.checkpoints(seen, heat, mode, STEPS, EVAL_EVERY, seed=2, stream=sample.index), preprocess
+            ):
                 images = gallery.clone()
                 images[own] = emb
                 image_rank = torch.argsort(captions[sample.index] @ images.T, descending=True).tolist().index(own)
@@ -221,7 +249,9 @@ def test_localization_harness_equals_a_slow_loop(photo_root, model, tokenizer, p
     from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 
     dataset = ev.MaskFolder(photo_root / "images", photo_root / "masks")
-    result = ev.localization(model, dataset, tokenizer=tokenizer, templates=TEMPLATES, chunk_size=3, explain_batch_size=1, progress=False)
+    result = ev.localization(
+        model, dataset, tokenizer=tokenizer, templates=TEMPLATES, chunk_size=3, explain_batch_size=1, progress=False
+    )
     weights = reference_classifier(model, tokenizer, dataset.class_names)
     assert not result.skipped and len(result.keys) == len(dataset) == 7
     for n, sample in enumerate(dataset):
@@ -232,7 +262,12 @@ def test_localization_harness_equals_a_slow_loop(photo_root, model, tokenizer, p
             mask = (rgb[..., 0] + 256 * rgb[..., 1]) == 282
         else:
             mask = np.asarray(mask_img) > 0
-        mask = np.asarray(CenterCrop(SIZE)(Resize(SIZE, interpolation=InterpolationMode.NEAREST)(Image.fromarray(mask.astype(np.uint8))))) > 0
+        mask = (
+            np.asarray(
+                CenterCrop(SIZE)(Resize(SIZE, interpolation=InterpolationMode.NEAREST)(Image.fromarray(mask.astype(np.uint8))))
+            )
+            > 0
+        )
         heat = reference_map(model, preprocess(Image.fromarray(image))[None], weights[sample.label], (SIZE, SIZE))
         expected = ref.localization(heat, mask)
         for metric in ev.LOCALIZATION_METRICS:
@@ -243,17 +278,28 @@ def test_localization_harness_equals_a_slow_loop(photo_root, model, tokenizer, p
 
 def test_localization_with_one_text_and_native_resolution(photo_root, model, tokenizer):
     dataset = ev.MaskFolder(photo_root / "images", photo_root / "masks")
-    result = ev.localization(model, dataset, tokenizer=tokenizer, text="an object", resolution="native", max_short_side=64, limit=2, progress=False)
+    result = ev.localization(
+        model, dataset, tokenizer=tokenizer, text="an object", resolution="native", max_short_side=64, limit=2, progress=False
+    )
     assert len(result.keys) == 2 and result.settings["text"] == "an object"
     for values in result.values.values():
         assert ((values >= 0) & (values <= 1)).all()
 
 
 def test_interrupted_run_resumes_to_the_same_result(photo_root, model, tokenizer, tmp_path, monkeypatch):
-    import gradeclip.eval.harness as harness
+    from gradeclip.eval import harness
 
     dataset = ev.ImageFolder(photo_root / "images")
-    kwargs = dict(tokenizer=tokenizer, templates=TEMPLATES, steps=STEPS, eval_every=EVAL_EVERY, chunk_size=2, progress=False, out_dir=tmp_path, name="run")
+    kwargs = {
+        "tokenizer": tokenizer,
+        "templates": TEMPLATES,
+        "steps": STEPS,
+        "eval_every": EVAL_EVERY,
+        "chunk_size": 2,
+        "progress": False,
+        "out_dir": tmp_path,
+        "name": "run",
+    }
     full = ev.deletion_insertion(model, dataset, **{**kwargs, "out_dir": tmp_path / "full"})
     original = harness._faithfulness_chunk
     calls = []
@@ -315,7 +361,12 @@ def test_text_steps_by_hand():
     text = "A dog, on a red sofa."
     spans = [(0, 1), (2, 5), (5, 6), (7, 9), (10, 11), (12, 15), (16, 20), (20, 21)]
     importance = [0.1, 0.5, 0.0, 0.05, 0.05, 0.2, 0.1, 0.0]
-    assert ev.text_steps(text, spans, importance, "deletion", 3) == ["A dog, on a red sofa.", "A , on a red sofa.", "A , on a sofa.", ", on a sofa."]
+    assert ev.text_steps(text, spans, importance, "deletion", 3) == [
+        "A dog, on a red sofa.",
+        "A , on a red sofa.",
+        "A , on a sofa.",
+        ", on a sofa.",
+    ]
     assert ev.text_steps(text, spans, importance, "insertion", 4) == ["", "dog", "dog red", "A dog red", "A dog red sofa"]
     assert ev.text_steps("cat", [(0, 3)], [1.0], "deletion", 3) == ["cat", "", "", ""]
     with pytest.raises(InputError):
@@ -324,7 +375,9 @@ def test_text_steps_by_hand():
 
 def test_text_deletion_insertion_equals_a_slow_loop(photo_root, model, tokenizer, preprocess):
     table = ev.CaptionTable(photo_root / "captions.csv")
-    result = ev.text_deletion_insertion(model, table, tokenizer=tokenizer, n_text_layers=2, steps=3, limit=6, chunk_size=4, progress=False)
+    result = ev.text_deletion_insertion(
+        model, table, tokenizer=tokenizer, n_text_layers=2, steps=3, limit=6, chunk_size=4, progress=False
+    )
     explainer = gradeclip.Explainer(model, tokenizer)
     with torch.no_grad():
         captions = unit(model.encode_text(tokenizer([s.caption for s in table])))
@@ -341,7 +394,11 @@ def test_text_deletion_insertion_equals_a_slow_loop(photo_root, model, tokenizer
             for k in range(4):
                 chosen = set(order[:k])
                 if mode == "deletion":
-                    text = "".join(c for i, c in enumerate(sample.caption) if not any(exp.spans(0)[w][0] <= i < exp.spans(0)[w][1] for w in chosen))
+                    text = "".join(
+                        c
+                        for i, c in enumerate(sample.caption)
+                        if not any(exp.spans(0)[w][0] <= i < exp.spans(0)[w][1] for w in chosen)
+                    )
                     text = " ".join(text.split())
                 else:
                     text = " ".join(words[w][0] for w in sorted(chosen))
@@ -355,3 +412,31 @@ def test_text_deletion_insertion_equals_a_slow_loop(photo_root, model, tokenizer
             np.testing.assert_array_equal(result.hits[mode][n], np.array(expected, dtype=float), err_msg=f"{sample.key} {mode}")
     assert result.fractions == [0.0, 1.0, 2.0, 3.0] and result.settings["task"] == "text_faithfulness"
     assert "IR" in ev.summary_table([result])
+
+
+def test_native_resolution_perturbs_the_original_image(photo_root, model, tokenizer, monkeypatch):
+    import gradeclip.eval.harness as harness
+
+    seen_sizes = []
+    original = harness.perturbation_steps
+
+    def spy(images, maps, *args, **kwargs):
+        seen_sizes.extend(image.shape[:2] for image in images)
+        return original(images, maps, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "perturbation_steps", spy)
+    dataset = ev.ImageFolder(photo_root / "images")
+    result = ev.deletion_insertion(
+        model,
+        dataset,
+        tokenizer=tokenizer,
+        templates=TEMPLATES,
+        resolution="native",
+        max_short_side=48,
+        steps=STEPS,
+        eval_every=EVAL_EVERY,
+        limit=2,
+        progress=False,
+    )
+    assert seen_sizes[:2] == [ev.load_image(s.image).shape[:2] for s in list(dataset)[:2]]
+    assert result.hits["deletion"].shape == (2, 5, 2) and result.settings["resolution"] == "native"

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import gradeclip.eval as ev
 import numpy as np
 import pytest
 import reference_eval as ref
+from gradeclip.errors import InputError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-import gradeclip.eval as ev
-from gradeclip.errors import InputError
 
 
 @pytest.mark.parametrize("k", [2, 3, 11, 101])

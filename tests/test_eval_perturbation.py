@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import gradeclip.eval as ev
 import numpy as np
 import pytest
 import reference_eval as ref
 import skimage.data
-
-import gradeclip.eval as ev
 from gradeclip.errors import InputError
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -98,7 +97,9 @@ def test_torch_inputs_and_lists_of_mixed_sizes():
 
     rng = np.random.default_rng(5)
     cases = [random_case(rng, 17, 9), random_case(rng, 8, 30)]
-    out = ev.perturbation_steps([torch.from_numpy(i) for i, _ in cases], [torch.from_numpy(h).double() for _, h in cases], "insertion")
+    out = ev.perturbation_steps(
+        [torch.from_numpy(i) for i, _ in cases], [torch.from_numpy(h).double() for _, h in cases], "insertion"
+    )
     for got, (image, heat) in zip(out, cases):
         np.testing.assert_array_equal(got, ref.checkpoints(image, heat, "insertion"))
 
@@ -106,23 +107,36 @@ def test_torch_inputs_and_lists_of_mixed_sizes():
 @pytest.mark.parametrize(
     "bad",
     [
-        dict(maps=np.full((10, 12), np.nan, np.float32)),
-        dict(maps=np.where(np.eye(10, 12) > 0, np.inf, 0).astype(np.float32)),
-        dict(maps=np.zeros((12, 10), np.float32)),
-        dict(images=np.zeros((10, 12, 3), np.float32)),
-        dict(images=np.zeros((10, 12), np.uint8)),
-        dict(mode="erase"),
-        dict(steps=100, eval_every=7),
-        dict(steps=0),
-        dict(output_size=16),
-        dict(output_size=0, mean=MEAN, std=STD),
-        dict(output_size=16, mean=MEAN, std=(1.0, 0.0, 1.0)),
-        dict(streams=[1, 2]),
+        {"maps": np.full((10, 12), np.nan, np.float32)},
+        {"maps": np.where(np.eye(10, 12) > 0, np.inf, 0).astype(np.float32)},
+        {"maps": np.zeros((12, 10), np.float32)},
+        {"images": np.zeros((10, 12, 3), np.float32)},
+        {"images": np.zeros((10, 12), np.uint8)},
+        {"mode": "erase"},
+        {"steps": 100, "eval_every": 7},
+        {"steps": 0},
+        {"output_size": 16},
+        {"output_size": 0, "mean": MEAN, "std": STD},
+        {"output_size": 16, "mean": MEAN, "std": (1.0, 0.0, 1.0)},
+        {"streams": [1, 2]},
     ],
-    ids=["nan", "inf", "shape", "float-image", "grey-image", "mode", "divisor", "zero-steps", "no-mean", "size-0", "std-0", "streams"],
+    ids=[
+        "nan",
+        "inf",
+        "shape",
+        "float-image",
+        "grey-image",
+        "mode",
+        "divisor",
+        "zero-steps",
+        "no-mean",
+        "size-0",
+        "std-0",
+        "streams",
+    ],
 )
 def test_bad_inputs_raise_input_error(bad):
-    args = dict(images=np.zeros((10, 12, 3), np.uint8), maps=np.zeros((10, 12), np.float32))
+    args = {"images": np.zeros((10, 12, 3), np.uint8), "maps": np.zeros((10, 12), np.float32)}
     args.update(bad)
     with pytest.raises(InputError):
         ev.perturbation_steps(args.pop("images"), args.pop("maps"), **args)
@@ -153,7 +167,9 @@ def openclip_preprocess():
     return make
 
 
-READY_CASES = [(photo, mode, 224) for photo, mode in zip(PHOTOS, ev.MODES * 2)] + [(photo, mode, 32) for photo in PHOTOS for mode in ev.MODES]
+READY_CASES = [(photo, mode, 224) for photo, mode in zip(PHOTOS, ev.MODES * 2)] + [
+    (photo, mode, 32) for photo in PHOTOS for mode in ev.MODES
+]
 
 
 @pytest.mark.parametrize("photo,mode,size", READY_CASES, ids=[f"{p}-{m}-{s}" for p, m, s in READY_CASES])

@@ -42,10 +42,22 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
 
 def _explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", action="append", help="explanation method (repeat for several; default gradeclip)")
-    p.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE", help="option for every --method, value parsed as JSON when it can be (repeat)")
+    p.add_argument(
+        "--option",
+        action="append",
+        type=_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="option for every --method, value parsed as JSON when it can be (repeat)",
+    )
     p.add_argument("--class-index", help="class index file for class sub-folders (see docs/evaluation.md)")
-    p.add_argument("--class-names", help="text file, one class name per line in label order (default: open_clip's ImageNet names for 1000 classes, else the folders')")
-    p.add_argument("--templates", default="openai", help="'openai' (80 prompts), 'simple' or a text file with one '{}' template per line")
+    p.add_argument(
+        "--class-names",
+        help="text file, one class name per line in label order (default: open_clip's ImageNet names for 1000 classes, else the folders')",
+    )
+    p.add_argument(
+        "--templates", default="openai", help="'openai' (80 prompts), 'simple' or a text file with one '{}' template per line"
+    )
     p.add_argument("--resolution", default="model", choices=["model", "native"])
     p.add_argument("--max-short-side", type=int, default=None, help="cap for --resolution native")
     p.add_argument("--explain-batch-size", type=int, default=8)
@@ -60,14 +72,24 @@ def _table_arguments(p: argparse.ArgumentParser, required: bool) -> None:
 
 def add_parser(subparsers: Any) -> None:
     """Register ``gradeclip eval`` and its sub-commands."""
-    parser = subparsers.add_parser("eval", help="faithfulness (deletion/insertion) and localisation evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "eval",
+        help="faithfulness (deletion/insertion) and localisation evaluation",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="eval_command", required=True, metavar="TASK")
     faith = sub.add_parser("faithfulness", help="deletion / insertion curves and AUCs (paper Tables I-II)")
     _run_arguments(faith)
     _explain_arguments(faith)
     faith.add_argument("--images", help="ImageNet-style folder: one sub-folder per class (zero-shot classification)")
     _table_arguments(faith, required=False)
-    faith.add_argument("--target", action="append", choices=["gt", "ground_truth", "pred", "predicted"], help="explained class: ground truth and/or predicted (repeat; default gt)")
+    faith.add_argument(
+        "--target",
+        action="append",
+        choices=["gt", "ground_truth", "pred", "predicted"],
+        help="explained class: ground truth and/or predicted (repeat; default gt)",
+    )
     faith.add_argument("--modes", nargs="+", default=["deletion", "insertion"], choices=["deletion", "insertion"])
     faith.add_argument("--steps", type=int, default=100)
     faith.add_argument("--eval-every", type=int, default=10)
@@ -139,13 +161,29 @@ def _run(args: argparse.Namespace) -> int:
         print("gradeclip eval: no --pretrained given, the model has RANDOM weights", file=sys.stderr)
     model, _, tokenizer = load(args.model, args.pretrained, device=args.device, precision=args.precision)
     model_name = f"{args.model} {args.pretrained or '(random weights)'}"
-    run_options: dict[str, Any] = dict(chunk_size=args.chunk_size, limit=args.limit, out_dir=args.out, model_name=model_name, progress=not args.no_progress)
+    run_options: dict[str, Any] = {
+        "chunk_size": args.chunk_size,
+        "limit": args.limit,
+        "out_dir": args.out,
+        "model_name": model_name,
+        "progress": not args.no_progress,
+    }
     results: list[Any] = []
     if args.eval_command == "text-faithfulness":
-        table = evaluation.CaptionTable(args.captions, image_root=args.image_root, image_column=args.image_column, caption_column=args.caption_column)
+        table = evaluation.CaptionTable(
+            args.captions, image_root=args.image_root, image_column=args.image_column, caption_column=args.caption_column
+        )
         results.append(
             evaluation.text_deletion_insertion(
-                model, table, tokenizer=tokenizer, n_text_layers=args.n_text_layers, heads=args.heads, modes=args.modes, steps=args.steps, batch_size=args.batch_size, **run_options
+                model,
+                table,
+                tokenizer=tokenizer,
+                n_text_layers=args.n_text_layers,
+                heads=args.heads,
+                modes=args.modes,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                **run_options,
             )
         )
         print(evaluation.summary_table(results))
@@ -169,7 +207,9 @@ def _run(args: argparse.Namespace) -> int:
             dataset: Any = evaluation.ImageFolder(args.images, class_index=args.class_index)
             targets = args.target or ["gt"]
         else:
-            dataset = evaluation.CaptionTable(args.captions, image_root=args.image_root, image_column=args.image_column, caption_column=args.caption_column)
+            dataset = evaluation.CaptionTable(
+                args.captions, image_root=args.image_root, image_column=args.image_column, caption_column=args.caption_column
+            )
             targets = ["gt"]
             if args.target and set(args.target) - {"gt", "ground_truth"}:
                 raise InputError("retrieval explains each image for its own caption: only --target gt applies")
@@ -177,7 +217,16 @@ def _run(args: argparse.Namespace) -> int:
             for target in targets:
                 results.append(
                     evaluation.deletion_insertion(
-                        model, dataset, method=method, target=target, modes=args.modes, steps=args.steps, eval_every=args.eval_every, seed=args.seed, batch_size=args.batch_size, **explain_options
+                        model,
+                        dataset,
+                        method=method,
+                        target=target,
+                        modes=args.modes,
+                        steps=args.steps,
+                        eval_every=args.eval_every,
+                        seed=args.seed,
+                        batch_size=args.batch_size,
+                        **explain_options,
                     )
                 )
     else:

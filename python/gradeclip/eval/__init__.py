@@ -12,10 +12,33 @@
 
 from __future__ import annotations
 
-from .datasets import CaptionTable, ImageFolder, MaskFolder, Sample, load_image, load_mask, read_class_index
-from .harness import Geometry, RetrievalScorer, TextRetrievalScorer, ZeroShotClassifier, deletion_insertion, localization, text_deletion_insertion
+from .datasets import (
+    CaptionTable,
+    ImageFolder,
+    MaskFolder,
+    Sample,
+    load_image,
+    load_mask,
+    read_class_index,
+)
+from .harness import (
+    Geometry,
+    RetrievalScorer,
+    TextRetrievalScorer,
+    ZeroShotClassifier,
+    deletion_insertion,
+    localization,
+    text_deletion_insertion,
+)
 from .metrics import LOCALIZATION_METRICS, auc, localization_metrics
-from .perturbation import MODES, checkpoint_fractions, model_ready, perturbation_steps, resize_center_crop, text_steps
+from .perturbation import (
+    MODES,
+    checkpoint_fractions,
+    model_ready,
+    perturbation_steps,
+    resize_center_crop,
+    text_steps,
+)
 from .report import FaithfulnessResult, LocalizationResult, load_result, summary_table
 
 __all__ = [

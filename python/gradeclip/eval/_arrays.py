@@ -73,7 +73,9 @@ def _split(x: Any, item_ndim: int, what: str) -> list[np.ndarray]:
         if array.shape[0] == 0:
             raise InputError(f"{what} is an empty batch")
         return list(array)
-    raise InputError(f"{what} must be one array of rank {item_ndim}, a batch of rank {item_ndim + 1} or a list, got shape {array.shape}")
+    raise InputError(
+        f"{what} must be one array of rank {item_ndim}, a batch of rank {item_ndim + 1} or a list, got shape {array.shape}"
+    )
 
 
 def native(fn: Callable[..., T], *args: Any) -> T:

@@ -151,7 +151,9 @@ class _Samples(Sequence[Sample]):
         return iter(self.samples)
 
 
-def _class_labels(root: Path, files: list[Path], class_index: str | os.PathLike[str] | None) -> tuple[list[int], list[str], list[str]]:
+def _class_labels(
+    root: Path, files: list[Path], class_index: str | os.PathLike[str] | None
+) -> tuple[list[int], list[str], list[str]]:
     """Labels of ``files`` from their first folder under ``root``, with the classes' folders and names."""
     folders_of = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in files]
     if any(f is None for f in folders_of):
@@ -238,7 +240,9 @@ class CaptionTable(_Samples):
             self.samples.append(Sample(index=i, key=key, image=self.root / key, caption=caption))
         missing = [k for k in self.images if not (self.root / k).is_file()]
         if missing:
-            raise InputError(f"{len(missing)} images of {os.fspath(self.path)!r} not found under {os.fspath(self.root)!r}, e.g. {missing[0]!r}")
+            raise InputError(
+                f"{len(missing)} images of {os.fspath(self.path)!r} not found under {os.fspath(self.root)!r}, e.g. {missing[0]!r}"
+            )
 
     def describe(self) -> dict[str, object]:
         return {"kind": "caption_table", "path": os.fspath(self.path), "rows": len(self), "images": len(self.images)}
@@ -271,7 +275,9 @@ def _pick_column(columns: dict[str, list[object]], given: str | None, candidates
     for name in candidates:
         if name in columns:
             return name
-    raise InputError(f"{os.fspath(path)!r}: no {what} column (looked for {', '.join(candidates)}); columns: {', '.join(columns)}; name it explicitly")
+    raise InputError(
+        f"{os.fspath(path)!r}: no {what} column (looked for {', '.join(candidates)}); columns: {', '.join(columns)}; name it explicitly"
+    )
 
 
 class MaskFolder(_Samples):

@@ -30,10 +30,30 @@ from ..errors import InputError
 from ..explainer import Explainer, evaluation_mode
 from ..preprocessing import OPENAI_MEAN, OPENAI_STD, native_preprocess
 from ..render import upsample
-from .datasets import CaptionTable, ImageFolder, MaskFolder, Sample, load_image, load_mask
+from .datasets import (
+    CaptionTable,
+    ImageFolder,
+    MaskFolder,
+    Sample,
+    load_image,
+    load_mask,
+)
 from .metrics import LOCALIZATION_METRICS, localization_metrics
-from .perturbation import MODES, checkpoint_fractions, model_ready, perturbation_steps, resize_center_crop, text_steps
-from .report import FaithfulnessResult, Journal, LocalizationResult, default_name, settings_key
+from .perturbation import (
+    MODES,
+    checkpoint_fractions,
+    model_ready,
+    perturbation_steps,
+    resize_center_crop,
+    text_steps,
+)
+from .report import (
+    FaithfulnessResult,
+    Journal,
+    LocalizationResult,
+    default_name,
+    settings_key,
+)
 
 TARGETS = {"ground_truth": "ground_truth", "gt": "ground_truth", "predicted": "predicted", "pred": "predicted"}
 RESOLUTIONS = ("model", "native")
@@ -228,7 +248,9 @@ class RetrievalScorer:
         return torch.stack([ir_above < 1, ir_above < 5, tr_above < 1, tr_above < 5], dim=1).double().numpy()
 
 
-def _check_common(method: str, options: dict[str, Any] | None, resolution: str, chunk_size: int, explain_batch_size: int) -> dict[str, Any]:
+def _check_common(
+    method: str, options: dict[str, Any] | None, resolution: str, chunk_size: int, explain_batch_size: int
+) -> dict[str, Any]:
     from ..methods import get_method
 
     get_method(method)  # raises UnknownMethodError listing the valid names
@@ -285,7 +307,9 @@ def _resumable(
     return [records[s.index] for s in samples], journal
 
 
-def _save(result: FaithfulnessResult | LocalizationResult, out_dir: str | os.PathLike[str] | None, name: str, journal: Journal | None) -> None:
+def _save(
+    result: FaithfulnessResult | LocalizationResult, out_dir: str | os.PathLike[str] | None, name: str, journal: Journal | None
+) -> None:
     """Save the finished result and drop the journal it no longer needs."""
     if out_dir is not None:
         result.save(out_dir, name)
@@ -293,7 +317,14 @@ def _save(result: FaithfulnessResult | LocalizationResult, out_dir: str | os.Pat
         journal.path.unlink(missing_ok=True)
 
 
-def _faithfulness_result(settings: dict[str, Any], metrics: tuple[str, ...], fractions: list[float], records: list[dict[str, Any]], modes: Sequence[str], timings: dict[str, float]) -> FaithfulnessResult:
+def _faithfulness_result(
+    settings: dict[str, Any],
+    metrics: tuple[str, ...],
+    fractions: list[float],
+    records: list[dict[str, Any]],
+    modes: Sequence[str],
+    timings: dict[str, float],
+) -> FaithfulnessResult:
     k, m = len(fractions), len(metrics)
     return FaithfulnessResult(
         settings=settings,
@@ -310,7 +341,16 @@ def _faithfulness_result(settings: dict[str, Any], metrics: tuple[str, ...], fra
 class _Explaining:
     """Explains images in the model's geometry (batched) or at their native size (one by one)."""
 
-    def __init__(self, model: nn.Module, method: str, options: dict[str, Any], geometry: Geometry, resolution: str, max_short_side: int | None, batch: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        method: str,
+        options: dict[str, Any],
+        geometry: Geometry,
+        resolution: str,
+        max_short_side: int | None,
+        batch: int,
+    ):
         self.model = model
         self.explainer = Explainer(model)
         self.method = method
@@ -340,7 +380,9 @@ class _Explaining:
                 unique = list(dict.fromkeys(ids))
                 first = [ids.index(u) for u in unique]
                 x = torch.from_numpy(model_ready(part, g.size, g.mean, g.std))
-                res = self.explainer.explain_image(x, texts[start : start + self.batch][first], method=self.method, **self.options)
+                res = self.explainer.explain_image(
+                    x, texts[start : start + self.batch][first], method=self.method, **self.options
+                )
                 maps = res.maps.detach().float().cpu()
                 grids.extend(maps[b, unique.index(text_id)].numpy() for b, text_id in enumerate(ids))
         return upsample(grids, [image.shape[:2] for image in images])
@@ -449,7 +491,9 @@ def deletion_insertion(
                 class_names = dataset.class_names
             scorer = ZeroShotClassifier(model, tokenizer, class_names, templates, progress=progress)
             if max(s.label for s in samples) >= len(scorer.class_names):  # type: ignore[type-var]
-                raise InputError(f"labels go up to {max(s.label for s in samples)} but there are {len(scorer.class_names)} class names")  # type: ignore[type-var]
+                raise InputError(
+                    f"labels go up to {max(s.label for s in samples)} but there are {len(scorer.class_names)} class names"
+                )  # type: ignore[type-var]
         else:
             raise InputError(f"dataset must be an ImageFolder or a CaptionTable, got {type(dataset).__name__}")
     settings = {
@@ -478,9 +522,20 @@ def deletion_insertion(
     explaining = _Explaining(model, method, options, geometry, resolution, max_short_side, explain_batch_size)
 
     def evaluate(chunk: Sequence[Sample]) -> list[dict[str, Any]]:
-        return _faithfulness_chunk(chunk, model, scorer, explaining, geometry, target, modes, steps, eval_every, seed, batch_size, clock)
+        return _faithfulness_chunk(
+            chunk, model, scorer, explaining, geometry, target, modes, steps, eval_every, seed, batch_size, clock
+        )
 
-    records, journal = _resumable(samples, evaluate, settings=settings, out_dir=out_dir, name=name, chunk_size=chunk_size, desc=f"{method} deletion/insertion", progress=progress)
+    records, journal = _resumable(
+        samples,
+        evaluate,
+        settings=settings,
+        out_dir=out_dir,
+        name=name,
+        chunk_size=chunk_size,
+        desc=f"{method} deletion/insertion",
+        progress=progress,
+    )
     result = _faithfulness_result(settings, scorer.metrics, fractions, records, modes, clock.summary())
     _save(result, out_dir, name, journal)
     return result
@@ -494,7 +549,9 @@ def _gallery(model: nn.Module, table: CaptionTable, geometry: Geometry, batch_si
     paths = [table.root / key for key in table.images]
     for part in tqdm(list(_chunks(paths, batch_size)), desc="gallery", disable=not progress, leave=False):
         images = _load_images(part)
-        out.append(encode_images(model, torch.from_numpy(model_ready(images, geometry.size, geometry.mean, geometry.std)), batch_size))
+        out.append(
+            encode_images(model, torch.from_numpy(model_ready(images, geometry.size, geometry.mean, geometry.std)), batch_size)
+        )
     return torch.cat(out)
 
 
@@ -533,7 +590,18 @@ def _faithfulness_chunk(
     hits: dict[str, np.ndarray] = {}
     for mode in modes:
         with clock("perturb"):
-            batch = perturbation_steps(images, maps, mode, steps, eval_every, seed, output_size=g.size, mean=g.mean, std=g.std, streams=[s.index for s in chunk])
+            batch = perturbation_steps(
+                images,
+                maps,
+                mode,
+                steps,
+                eval_every,
+                seed,
+                output_size=g.size,
+                mean=g.mean,
+                std=g.std,
+                streams=[s.index for s in chunk],
+            )
             pixels = torch.from_numpy(batch).view(len(chunk) * k, 3, g.size, g.size)
         with clock("score"):
             embeddings = encode_images(model, pixels, batch_size)
@@ -604,7 +672,7 @@ def localization(
                 raise InputError("text is empty")
             text_emb = encode_texts(model, tokenizer, [text])
             describe: dict[str, Any] = {"text": text}
-            embed = lambda labels: text_emb.expand(len(labels), -1)  # noqa: E731
+            embed = lambda labels: text_emb.expand(len(labels), -1)
         else:
             if any(s.label is None for s in samples):
                 raise InputError("images are not in class folders: give text= to explain them for")
@@ -636,7 +704,16 @@ def localization(
     def evaluate(chunk: Sequence[Sample]) -> list[dict[str, Any]]:
         return _localization_chunk(chunk, dataset.mask_format, explaining, embed, geometry, clock)
 
-    records, journal = _resumable(samples, evaluate, settings=settings, out_dir=out_dir, name=name, chunk_size=chunk_size, desc=f"{method} localisation", progress=progress)
+    records, journal = _resumable(
+        samples,
+        evaluate,
+        settings=settings,
+        out_dir=out_dir,
+        name=name,
+        chunk_size=chunk_size,
+        desc=f"{method} localisation",
+        progress=progress,
+    )
     kept = [r for r in records if not r.get("skipped")]
     result = LocalizationResult(
         settings=settings,
@@ -650,7 +727,12 @@ def localization(
 
 
 def _localization_chunk(
-    chunk: Sequence[Sample], mask_format: str, explaining: _Explaining, embed: Callable[[list[int]], Tensor], geometry: Geometry, clock: Stopwatch
+    chunk: Sequence[Sample],
+    mask_format: str,
+    explaining: _Explaining,
+    embed: Callable[[list[int]], Tensor],
+    geometry: Geometry,
+    clock: Stopwatch,
 ) -> list[dict[str, Any]]:
     """SPEC §8 metrics of one chunk; a sample whose mask has no object pixel left is marked skipped."""
     with clock("load"):
@@ -658,7 +740,9 @@ def _localization_chunk(
         masks = [load_mask(s.mask, mask_format) for s in chunk]  # type: ignore[arg-type]
     for image, mask, s in zip(originals, masks, chunk):
         if image.shape[:2] != mask.shape:
-            raise InputError(f"{s.key}: image is {image.shape[0]}×{image.shape[1]} but its mask is {mask.shape[0]}×{mask.shape[1]}")
+            raise InputError(
+                f"{s.key}: image is {image.shape[0]}×{image.shape[1]} but its mask is {mask.shape[0]}×{mask.shape[1]}"
+            )
     with clock("preprocess"):
         if explaining.resolution == "model":
             images = list(resize_center_crop(originals, geometry.size))
@@ -788,22 +872,40 @@ def text_deletion_insertion(
         with clock("explain"):
             for position, key in enumerate(keys):
                 rows = [s for s in chunk if dataset.images[dataset.image_of[s.index]] == key]
-                exp = explainer.explain_text(torch.from_numpy(pixels[position : position + 1]), [s.caption or "" for s in rows], n_layers=n_text_layers, heads=heads)
+                exp = explainer.explain_text(
+                    torch.from_numpy(pixels[position : position + 1]),
+                    [s.caption or "" for s in rows],
+                    n_layers=n_text_layers,
+                    heads=heads,
+                )
                 for t, s in enumerate(rows):
                     importance = [w for _, w in exp.words(0, t)]
                     for mode in modes:
                         texts[mode].append((s.index, text_steps(s.caption or "", exp.spans(t), importance, mode, steps)))
-        by_index: dict[int, dict[str, Any]] = {s.index: {"index": s.index, "key": s.key, "target": s.index, "hits": {}} for s in chunk}
+        by_index: dict[int, dict[str, Any]] = {
+            s.index: {"index": s.index, "key": s.key, "target": s.index, "hits": {}} for s in chunk
+        }
         with clock("score"):
             for mode in modes:
                 rows_and_steps = texts[mode]
                 flat = [text for _, variants in rows_and_steps for text in variants]
-                hits = scorer.hits(encode_texts(model, tokenizer, flat), [i for i, variants in rows_and_steps for _ in variants]).reshape(len(rows_and_steps), steps + 1, -1)
+                hits = scorer.hits(
+                    encode_texts(model, tokenizer, flat), [i for i, variants in rows_and_steps for _ in variants]
+                ).reshape(len(rows_and_steps), steps + 1, -1)
                 for (index, _), h in zip(rows_and_steps, hits):
                     by_index[index]["hits"][mode] = h.astype(int).tolist()
         return [by_index[s.index] for s in chunk]
 
-    records, journal = _resumable(samples, evaluate, settings=settings, out_dir=out_dir, name=name, chunk_size=chunk_size, desc="gradeclip text deletion/insertion", progress=progress)
+    records, journal = _resumable(
+        samples,
+        evaluate,
+        settings=settings,
+        out_dir=out_dir,
+        name=name,
+        chunk_size=chunk_size,
+        desc="gradeclip text deletion/insertion",
+        progress=progress,
+    )
     result = _faithfulness_result(settings, scorer.metrics, [float(k) for k in range(steps + 1)], records, modes, clock.summary())
     _save(result, out_dir, name, journal)
     return result

@@ -130,7 +130,9 @@ def model_ready(images: Any, size: int, mean: Sequence[float], std: Sequence[flo
     return native(_native.model_ready, image_list(images), _check_size(size), triple(mean, "mean"), triple(std, "std"))
 
 
-def text_steps(text: str, spans: Sequence[tuple[int, int]], importance: Sequence[float], mode: str = "deletion", steps: int = 5) -> list[str]:
+def text_steps(
+    text: str, spans: Sequence[tuple[int, int]], importance: Sequence[float], mode: str = "deletion", steps: int = 5
+) -> list[str]:
     """Word deletion or insertion checkpoints of a caption (paper Table III): one word per step,
     most important first (ties in caption order), ``steps + 1`` texts with the untouched start first.
 

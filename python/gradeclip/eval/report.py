@@ -25,7 +25,13 @@ TABLE_TITLES = {
     "retrieval": "Deletion / insertion AUC, image-text retrieval (paper Table II)",
     "text retrieval": "Word deletion / insertion AUC, image-text retrieval (paper Table III)",
 }
-LOCALIZATION_HEADERS = {"point_game": "PG", "energy_pg": "energy-PG", "pixel_accuracy": "Pixel Acc.", "average_precision": "AP", "mask_iou": "maskIoU"}
+LOCALIZATION_HEADERS = {
+    "point_game": "PG",
+    "energy_pg": "energy-PG",
+    "pixel_accuracy": "Pixel Acc.",
+    "average_precision": "AP",
+    "mask_iou": "maskIoU",
+}
 #: the paper's column order for Table IV
 LOCALIZATION_TABLE_ORDER = ("point_game", "energy_pg", "pixel_accuracy", "average_precision", "mask_iou")
 
@@ -65,7 +71,7 @@ class Journal:
             f.write(json.dumps({"settings_key": key}) + "\n")
             for record in self.records.values():
                 f.write(json.dumps(record) + "\n")
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open until close())
 
     def add(self, record: dict[str, Any]) -> None:
         self.records[int(record["index"])] = record
@@ -167,7 +173,12 @@ class FaithfulnessResult:
     def from_dict(cls, data: dict[str, Any]) -> FaithfulnessResult:
         images = data["images"]
         modes = list(data["curves"])
-        hits = {m: np.array([img["hits"][m] for img in images], dtype=np.float64).reshape(len(images), len(data["fractions"]), len(data["metrics"])) for m in modes}
+        hits = {
+            m: np.array([img["hits"][m] for img in images], dtype=np.float64).reshape(
+                len(images), len(data["fractions"]), len(data["metrics"])
+            )
+            for m in modes
+        }
         return cls(
             settings=data["settings"],
             metrics=tuple(data["metrics"]),
@@ -296,7 +307,9 @@ def summary_table(results: Iterable[FaithfulnessResult | LocalizationResult]) ->
     if local:
         parts.append("Localisation (mean over images)")
         header = ["method", *(LOCALIZATION_HEADERS[m] for m in LOCALIZATION_TABLE_ORDER), "images"]
-        rows = [[method_label(r.settings), *(f"{r.means[m]:.4f}" for m in LOCALIZATION_TABLE_ORDER), str(len(r.keys))] for r in local]
+        rows = [
+            [method_label(r.settings), *(f"{r.means[m]:.4f}" for m in LOCALIZATION_TABLE_ORDER), str(len(r.keys))] for r in local
+        ]
         parts[-1] += "\n" + _grid([header], rows)
     return "\n\n".join(parts)
 
@@ -310,6 +323,7 @@ def _faithfulness_table(results: Sequence[FaithfulnessResult]) -> str:
     modes = [m for m in ("deletion", "insertion") if any(m in r.hits for r in results)]
     groups = sorted({r.settings.get("target", "") for r in results}, key=lambda t: (t != "ground_truth", t))
     metrics = list(dict.fromkeys(m for r in results for m in r.metrics))
+
     # retrieval metrics "ir@1" split into a group (IR/TR) and a column (@1); classification "top1" → "@1"
     def split(metric: str) -> tuple[str, str]:
         if "@" in metric:
