@@ -133,19 +133,22 @@ pub fn rank_groups(map: ArrayView2<f32>, ends: &[usize]) -> NativeResult<RankGro
         return Err(NativeError::Value("group ends must not decrease".into()));
     }
     const BUCKETS: usize = 1 << 16;
-    let mut keys = Vec::with_capacity(pixels);
+    let values: Cow<[f32]> = match map.to_slice() {
+        Some(slice) => Cow::Borrowed(slice),
+        None => Cow::Owned(map.iter().copied().collect()),
+    };
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(NativeError::Value(format!(
+            "heat map has a non-finite value ({}) at row {}, column {}",
+            values[index],
+            index / width,
+            index % width
+        )));
+    }
+    let keys: Vec<u32> = values.iter().map(|&v| descending_key(v)).collect();
     let mut starts = vec![0usize; BUCKETS + 1];
-    for (index, &value) in map.iter().enumerate() {
-        if !value.is_finite() {
-            return Err(NativeError::Value(format!(
-                "heat map has a non-finite value ({value}) at row {}, column {}",
-                index / width,
-                index % width
-            )));
-        }
-        let key = descending_key(value);
+    for &key in &keys {
         starts[(key >> 16) as usize + 1] += 1;
-        keys.push(key);
     }
     for b in 0..BUCKETS {
         starts[b + 1] += starts[b];
