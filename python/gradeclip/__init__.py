@@ -9,6 +9,7 @@ from .errors import (
     GradeclipError,
     InputError,
     ModelLoadError,
+    StoreError,
     UnknownMethodError,
     UnsupportedModelError,
 )
@@ -16,7 +17,9 @@ from .explainer import Explainer
 from .loading import load
 from .methods import MethodInfo, methods
 from .preprocessing import native_preprocess
+from .pipeline import ExplainJob, explain_dataset
 from .results import ImageExplanation
+from .store import Store
 
 try:
     __version__ = version("gradeclip")
@@ -33,17 +36,21 @@ def build_info() -> dict[str, object]:
 
 __all__ = [
     "BackendUnavailableError",
+    "build_info",
+    "explain_dataset",
     "Explainer",
+    "ExplainJob",
     "GradeclipError",
     "ImageExplanation",
     "InputError",
+    "load",
     "MethodInfo",
+    "methods",
     "ModelLoadError",
+    "native_preprocess",
+    "Store",
+    "StoreError",
     "UnknownMethodError",
     "UnsupportedModelError",
     "__version__",
-    "build_info",
-    "load",
-    "methods",
-    "native_preprocess",
 ]
