@@ -378,11 +378,13 @@ class Store:
 
         if size is None:
             size = tuple(self.manifest["config"]["input_size"])  # type: ignore[assignment]
-        grid = torch.from_numpy(self.map(row))[None, None]
-        up = F.interpolate(grid, size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+        grid = torch.from_numpy(self.map(row))
+        if normalize and grid.max() == grid.min():  # judged on the grid: interpolation adds rounding noise
+            return np.zeros(size, np.float32)
+        up = F.interpolate(grid[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
         if normalize:
             low, high = up.min(), up.max()
-            up = (up - low) / (high - low) if high > low else torch.zeros_like(up)
+            up = (up - low) / (high - low)
         return up.numpy()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -96,15 +96,14 @@ class TarSource(ShardedSource):
                     split = split_key(info.name) if info.isfile() else None
                     if split is None:
                         continue
-                    handle = tar.extractfile(info)
-                    assert handle is not None  # a regular file always has a handle
-                    data = handle.read()
                     if split[0] != key:
                         if key is not None:
                             yield _sample(path, key, members)
                             count += 1
                         key, members = split[0], {}
-                    members[split[1]] = (info.name, data)
+                    handle = tar.extractfile(info)
+                    assert handle is not None  # a regular file always has a handle
+                    members[split[1]] = (info.name, handle.read())
             if key is not None:
                 yield _sample(path, key, members)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
