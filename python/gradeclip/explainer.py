@@ -32,6 +32,11 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+def _outside_inference(x: Any) -> Any:
+    """A normal copy of a tensor made under ``torch.inference_mode`` (those cannot enter autograd)."""
+    return x.clone() if isinstance(x, Tensor) and x.is_inference() else x
+
+
 def check_option_names(method: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
     """Raise :class:`InputError` for an option ``method`` does not take, listing the ones it does."""
     valid = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
@@ -138,7 +143,8 @@ class Explainer:
         check_option_names(method, fn, options)
         tower = self.image_tower
         targets, text_list = self.encode_texts(texts)
-        with evaluation_mode(self.model):
+        with torch.inference_mode(False), evaluation_mode(self.model):
+            images, targets = _outside_inference(images), _outside_inference(targets)
             out = fn(tower, images, targets, **options)
         return ImageExplanation(
             maps=out.maps,
