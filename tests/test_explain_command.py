@@ -36,6 +36,16 @@ TINY_CONFIG = {
 BROKEN = {"empty.jpg": "empty file (0 bytes)", "junk.png": "not a recognised image format", "trunc.jpg": "truncated or corrupt image data"}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine thread barriers cost
+    hundreds of times the work; the subprocesses get OMP_NUM_THREADS=1 for the same reason."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """The tiny test CLIP saved the way open_clip models are published: config + safetensors."""

@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: list[str] = ["explain"]
+COMMANDS: list[str] = ["explain", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
