@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradeclip.data import FolderSource, ShardError, TableSource, TarSource, UnreadableImage, decode_image, open_source
+from gradeclip.data import FolderSource, TableSource, TarSource, UnreadableImage, decode_image, open_source
 from gradeclip.data.tars import split_key
 from gradeclip.errors import InputError
 

@@ -25,7 +25,9 @@ from PIL import Image
 import gradeclip
 from gradeclip.cli import main
 from gradeclip.data import FolderSource, TarSource, decode_image
-from gradeclip.pipeline import ExplainJob, Ranks, _work, explain_subsets
+from gradeclip.distributed import Ranks
+from gradeclip.pipeline import ExplainJob, _work
+from gradeclip.targets import explain_subsets
 from gradeclip.zeroshot import classifier
 
 TINY_CONFIG = {

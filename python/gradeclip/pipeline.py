@@ -29,10 +29,8 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,17 +38,19 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
-from .data import IndexedSource, Sample, ShardedSource, ShardError, Source, UnreadableImage, decode_image, open_source
+from .data import IndexedSource, ShardedSource, Source, open_source
+from .data.batches import Batch, IndexedBatches, ShardBatches, identity, indexed_chunk, worker_init
+from .distributed import Ranks, barrier, broadcast, init_ranks
 from .errors import InputError, StoreError
 from .explainer import Explainer
 from .loading import PRECISIONS, load
 from .store import ChunkBuffer, StoreWriter
-from .zeroshot import LabelMatcher, classifier
+from .targets import Row, Targets
+from .zeroshot import classifier, templates
 
-MODES = ("texts", "pairs", "zeroshot")
 PENDING_COMMITS = 2  # chunks waiting for the writer thread before the main loop waits
 
 
@@ -68,7 +68,8 @@ class ExplainJob:
             or random weights.
         texts: explain every image against these texts.
         classnames: zero-shot: explain the top-k predicted of these classes.
-        templates: zero-shot prompt templates (``{}`` = the class name).
+        templates: zero-shot prompt templates (``{}`` = the class name); None = open_clip's 80
+            OpenAI ImageNet templates.
         top_k: zero-shot: how many predicted classes per image.
         method, options: the explanation method and its options (:meth:`Explainer.explain_image`).
         format, image_column, caption_column, label_column, key_column, images_root: how to read ``data``.
@@ -90,7 +91,7 @@ class ExplainJob:
     pretrained: str | None = None
     texts: list[str] | None = None
     classnames: list[str] | None = None
-    templates: list[str] = field(default_factory=lambda: ["{}"])
+    templates: list[str] | None = None
     top_k: int = 5
     method: str = "gradeclip"
     options: dict[str, Any] = field(default_factory=dict)
@@ -147,363 +148,6 @@ class RunSummary:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
-# ----------------------------------------------------------------------------- processes
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place in a torchrun job (rank 0 of 1 without one) and its device."""
-
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-
-def resolve_device(spec: str, local_rank: int) -> torch.device:
-    """``auto``: ``cuda:<local_rank>`` when CUDA is available, else the CPU; ``cuda`` means the
-    local rank's GPU; anything else is used as given."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda":
-        spec = f"cuda:{local_rank}"
-    try:
-        device = torch.device(spec)
-    except RuntimeError as exc:
-        raise InputError(f"unknown device {spec!r}: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {spec!r} asked for, but CUDA is not available here")
-    return device
-
-
-def init_ranks(device: str, timeout_min: float) -> Ranks:
-    """Join the torchrun job described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (nccl on GPUs,
-    gloo on the CPU), or run alone when there is none."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    resolved = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-    if world > 1 and not dist.is_initialized():
-        if resolved.type == "cuda":
-            torch.cuda.set_device(resolved)
-        backend = "nccl" if resolved.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_min))
-    return Ranks(rank=rank, world=world, device=resolved)
-
-
-def _broadcast(ranks: Ranks, value: Any) -> Any:
-    """Rank 0's ``value`` on every rank."""
-    if not ranks.distributed:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _barrier(ranks: Ranks) -> None:
-    if ranks.distributed:
-        import torch.distributed as dist
-
-        dist.barrier(device_ids=[ranks.device.index] if ranks.device.type == "cuda" else None)
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-@dataclass
-class Batch:
-    """A batch of consecutive samples of one chunk, decoded and preprocessed by a worker.
-
-    ``images`` ``[n_ok, 3, H, W]`` float32 holds the samples listed in ``decoded`` (indices into
-    ``samples``); ``errors`` maps the others' indices to why they failed. ``first`` is
-    ``samples[0]``'s position in the chunk. ``final``: the chunk's last batch; ``unit_done``: also
-    the last of its unit of work (a tar shard); ``shard_error``: the shard broke off here.
-    """
-
-    chunk: str
-    first: int
-    samples: list[Sample]
-    images: Tensor | None
-    decoded: list[int]
-    sizes: list[tuple[int, int]]
-    errors: dict[int, str]
-    final: bool
-    unit_done: bool = False
-    shard_error: ShardError | None = None
-
-    def pin_memory(self) -> Batch:
-        """Called by the DataLoader's pinning thread (CUDA only)."""
-        if self.images is not None:
-            self.images = self.images.pin_memory()
-        return self
-
-
-def prepare(samples: list[Sample], preprocess: Callable[[Image.Image], Tensor]) -> tuple[Tensor | None, list[int], list[tuple[int, int]], dict[int, str]]:
-    """Decode and preprocess ``samples``: ``(images [n_ok, 3, H, W] or None, decoded indices,
-    original (height, width) per sample (0, 0 for failures), {index: reason} for failures)``."""
-    tensors, decoded, sizes, errors = [], [], [], {}
-    for i, sample in enumerate(samples):
-        sizes.append((0, 0))
-        if sample.problem is not None:
-            errors[i] = sample.problem
-            continue
-        try:
-            image = decode_image(sample.read())
-            tensor = preprocess(image)
-        except UnreadableImage as exc:
-            errors[i] = str(exc)
-            continue
-        except Exception as exc:  # a preprocessing failure of one image must not stop the run
-            errors[i] = f"preprocessing failed: {type(exc).__name__}: {exc}"
-            continue
-        tensors.append(tensor)
-        decoded.append(i)
-        sizes[i] = (image.height, image.width)
-    return (torch.stack(tensors) if tensors else None), decoded, sizes, errors
-
-
-def _strip(sample: Sample) -> Sample:
-    """The sample without its image bytes (they stay in the worker)."""
-    return sample if sample.data is None else Sample(sample.key, sample.path, sample.caption, sample.label, None, sample.problem)
-
-
-def _batch(chunk: str, first: int, samples: list[Sample], preprocess: Callable[[Image.Image], Tensor], final: bool, **flags: Any) -> Batch:
-    images, decoded, sizes, errors = prepare(samples, preprocess)
-    return Batch(chunk, first, [_strip(s) for s in samples], images, decoded, sizes, errors, final, **flags)
-
-
-def _worker_slice(items: Sequence[Any]) -> Sequence[Any]:
-    info = get_worker_info()
-    return items if info is None else items[info.id :: info.num_workers]
-
-
-class IndexedBatches(IterableDataset):
-    """Batches of a random-access source: ``plan`` lists ``(chunk, first position, start, stop,
-    final)``; worker ``w`` of ``K`` prepares entries ``w, w+K, …`` so batches arrive in plan order."""
-
-    def __init__(self, source: IndexedSource, plan: list[tuple[str, int, int, int, bool]], preprocess: Callable[[Image.Image], Tensor]):
-        self.source, self.plan, self.preprocess = source, plan, preprocess
-
-    def __iter__(self) -> Iterator[Batch]:
-        for chunk, first, start, stop, final in _worker_slice(self.plan):
-            yield _batch(chunk, first, self.source.samples(start, stop), self.preprocess, final)
-
-
-def shard_chunk(shard: int, block: int) -> str:
-    """The name of chunk ``block`` of tar shard ``shard``."""
-    return f"s{shard:06d}-{block:05d}"
-
-
-class ShardBatches(IterableDataset):
-    """Batches of a tar source: worker ``w`` of ``K`` streams shards ``shards[w::K]``; chunks in
-    ``done`` are read past without decoding."""
-
-    def __init__(
-        self, source: ShardedSource, shards: list[int], done: set[str], preprocess: Callable[[Image.Image], Tensor], batch_size: int, shard_size: int
-    ):
-        self.source, self.shards, self.done, self.preprocess = source, shards, done, preprocess
-        self.batch_size, self.shard_size = batch_size, shard_size
-
-    def __iter__(self) -> Iterator[Batch]:
-        for shard in _worker_slice(self.shards):
-            yield from self._read(shard)
-
-    def _read(self, shard: int) -> Iterator[Batch]:
-        size = self.shard_size
-        items = _Peekable(self.source.read_shard(shard))
-        pending: list[Sample] = []
-        first = 0  # chunk offset of pending[0]
-        position = 0  # shard position of the next sample
-        for item in items:
-            if isinstance(item, ShardError):  # the shard broke off: what is pending ends with the error
-                block, offset = divmod(position, size)
-                yield self._batch(shard_chunk(shard, block), offset - len(pending), pending, True, unit_done=True, shard_error=item)
-                return
-            block, offset = divmod(position, size)
-            position += 1
-            chunk = shard_chunk(shard, block)
-            if chunk in self.done:
-                continue
-            if not pending:
-                first = offset
-            pending.append(item)
-            upcoming = items.peek()
-            if upcoming is None:
-                yield self._batch(chunk, first, pending, True, unit_done=True)
-                return
-            chunk_full = offset == size - 1
-            if chunk_full or (len(pending) >= self.batch_size and not isinstance(upcoming, ShardError)):
-                yield self._batch(chunk, first, pending, chunk_full)
-                pending = []
-        block, offset = divmod(position, size)  # an empty shard, or one whose last chunks were done
-        yield self._batch(shard_chunk(shard, block), offset, [], True, unit_done=True)
-
-    def _batch(self, chunk: str, first: int, samples: list[Sample], final: bool, **flags: Any) -> Batch:
-        return _batch(chunk, first, samples, self.preprocess, final, **flags)
-
-
-class _Peekable:
-    """An iterator that can look at its next item (None at the end)."""
-
-    _END = object()
-
-    def __init__(self, iterator: Iterator[Any]):
-        self._iterator = iterator
-        self._next: Any = self._END
-
-    def __iter__(self) -> _Peekable:
-        return self
-
-    def __next__(self) -> Any:
-        if self._next is not self._END:
-            item, self._next = self._next, self._END
-            return item
-        return next(self._iterator)
-
-    def peek(self) -> Any:
-        if self._next is self._END:
-            self._next = next(self._iterator, None)
-        return self._next
-
-
-def _identity(batch: Batch) -> Batch:
-    return batch
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers decode images; the main process owns the cores for the model
-
-
-# ----------------------------------------------------------------------------- targets
-
-
-@dataclass
-class Row:
-    """One explained pair's index values and its raw map (``[h, w]`` float16 numpy), or an error."""
-
-    values: dict[str, Any]
-    map: np.ndarray | None = None
-
-
-def explain_subsets(
-    explainer: Explainer, images: Tensor, wanted: list[list[int]], bank: Tensor, max_targets: int, method: str, options: dict[str, Any]
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Explain image ``i`` against ``bank[wanted[i]]`` for every i.
-
-    Consecutive images are grouped while their union of wanted rows stays within
-    ``max(max_targets, the first image's count)``; each group is one ``explain_image`` call.
-
-    Returns, per image, ``(maps [k, h, w] float16, scores [k] float32, model_scores [k] float32)``
-    in the order of ``wanted[i]``.
-    """
-    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    start = 0
-    while start < len(wanted):
-        union = list(dict.fromkeys(wanted[start]))
-        limit = max(max_targets, len(union))
-        stop = start + 1
-        while stop < len(wanted):
-            merged = union + [t for t in dict.fromkeys(wanted[stop]) if t not in set(union)]
-            if len(merged) > limit:
-                break
-            union, stop = merged, stop + 1
-        out = explainer.explain_image(images[start:stop], bank[union], method=method, **options)
-        column = {t: j for j, t in enumerate(union)}
-        for i in range(start, stop):
-            pick = torch.tensor([column[t] for t in wanted[i]], device=out.maps.device)
-            row = i - start
-            results.append(
-                (
-                    out.maps[row, pick].to("cpu", torch.float16).numpy(),
-                    out.scores[row, pick].float().cpu().numpy(),
-                    out.model_scores[row, pick].float().cpu().numpy(),
-                )
-            )
-        start = stop
-    return results
-
-
-class Targets:
-    """What each image is explained against, by mode."""
-
-    def __init__(self, job: ExplainJob, bank: Tensor | None):
-        self.job, self.mode, self.bank = job, job.mode, bank
-        self.labels = LabelMatcher(job.classnames) if job.classnames is not None else None
-
-    def rows(self, explainer: Explainer, images: Tensor, samples: list[Sample]) -> list[list[Row]]:
-        """The rows of each sample (all decoded), in the order the store keeps them."""
-        if self.mode == "texts":
-            return self._texts(explainer, images)
-        if self.mode == "pairs":
-            return self._pairs(explainer, images, samples)
-        return self._zeroshot(explainer, images, samples)
-
-    def _explain(self, explainer: Explainer, images: Tensor, wanted: list[list[int]], bank: Tensor) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        return explain_subsets(explainer, images, wanted, bank, self.job.max_targets, self.job.method, self.job.options)
-
-    def _texts(self, explainer: Explainer, images: Tensor) -> list[list[Row]]:
-        assert self.bank is not None and self.job.texts is not None
-        everything = list(range(len(self.job.texts)))
-        out = self._explain(explainer, images, [everything] * images.shape[0], self.bank)
-        return [
-            [Row({"text": self.job.texts[t], "text_index": t, "score": s[t], "model_score": ms[t]}, maps[t]) for t in everything]
-            for maps, s, ms in out
-        ]
-
-    def _pairs(self, explainer: Explainer, images: Tensor, samples: list[Sample]) -> list[list[Row]]:
-        captions = list(dict.fromkeys(s.caption for s in samples if s.caption))
-        keep = [i for i, s in enumerate(samples) if s.caption]
-        results: list[list[Row]] = [[Row({"status": "error", "error": "no caption (each image is explained against its own caption)"})] for _ in samples]
-        if keep:
-            bank, _ = explainer.encode_texts(captions)
-            index = {c: j for j, c in enumerate(captions)}
-            out = self._explain(explainer, images[keep], [[index[samples[i].caption]] for i in keep], bank)  # type: ignore[index]
-            for i, (maps, s, ms) in zip(keep, out):
-                results[i] = [Row({"text": samples[i].caption, "score": s[0], "model_score": ms[0]}, maps[0])]
-        return results
-
-    def _zeroshot(self, explainer: Explainer, images: Tensor, samples: list[Sample]) -> list[list[Row]]:
-        assert self.bank is not None and self.job.classnames is not None and self.labels is not None
-        names = self.job.classnames
-        with torch.no_grad():
-            features = explainer.model.encode_image(images.to(self.bank.device, next(explainer.model.parameters()).dtype)).float()
-        logits = (features / features.norm(dim=-1, keepdim=True)) @ self.bank.T
-        top = logits.topk(min(self.job.top_k, len(names)), dim=-1).indices.tolist()
-        truth = [self.labels(s.label) if s.label is not None else None for s in samples]
-        wanted = [t + ([g] if g is not None and g not in t else []) for t, g in zip(top, truth)]
-        out = self._explain(explainer, images, wanted, self.bank)
-        results = []
-        for sample, classes, ranked, gt, (maps, s, ms) in zip(samples, wanted, top, truth, out):
-            rows = [
-                Row(
-                    {
-                        "text": names[c],
-                        "text_index": c,
-                        "prediction_rank": ranked.index(c) + 1 if c in ranked else None,
-                        "is_label": None if sample.label is None else c == gt,
-                        "label": sample.label,
-                        "score": s[j],
-                        "model_score": ms[j],
-                    },
-                    maps[j],
-                )
-                for j, c in enumerate(classes)
-            ]
-            if sample.label is not None and gt is None:
-                rows.append(Row({"label": sample.label, "is_label": True, "status": "error", "error": f"label {sample.label!r} names no class"}))
-            results.append(rows)
-        return results
-
-
-# ----------------------------------------------------------------------------- the run
-
-
 def package_versions() -> dict[str, str]:
     """Versions of Python and of the packages that decide a store's content."""
     from importlib.metadata import PackageNotFoundError, version
@@ -530,7 +174,7 @@ def _text_bank(job: ExplainJob, explainer: Explainer, progress: bool) -> Tensor 
         assert job.texts is not None
         return explainer.encode_texts(job.texts)[0]
     if job.mode == "zeroshot":
-        assert job.classnames is not None
+        assert job.classnames is not None and job.templates is not None
         return classifier(explainer, job.classnames, job.templates, progress=progress)
     return None
 
@@ -545,7 +189,7 @@ def _config(job: ExplainJob, source: Source, size: tuple[int, int]) -> dict[str,
         "mode": job.mode,
         "texts": job.texts,
         "classnames": job.classnames,
-        "templates": job.templates if job.mode == "zeroshot" else None,
+        "templates": job.templates,
         "top_k": job.top_k if job.mode == "zeroshot" else None,
         "input": source.fingerprint(),
         "input_size": list(size),
@@ -560,7 +204,7 @@ def _work(
     chunks of this rank already done)``."""
     size = job.shard_size
     if isinstance(source, IndexedSource):
-        chunks = [(f"c{c:07d}", c * size, min(len(source), (c + 1) * size)) for c in range(ranks.rank, -(-len(source) // size), ranks.world)]
+        chunks = [(indexed_chunk(c), c * size, min(len(source), (c + 1) * size)) for c in range(ranks.rank, -(-len(source) // size), ranks.world)]
         pending = [chunk for chunk in chunks if chunk[0] not in done]
         plan = [
             (name, start - begin, start, min(end, start + job.batch_size), start + job.batch_size >= end)
@@ -599,7 +243,10 @@ def explain_dataset(job: ExplainJob, *, loaded: tuple[Any, Any, Any] | None = No
         InputError, ModelLoadError, StoreError, UnsupportedModelError: before any work is done.
     """
     job.check()
-    job = replace(job, model=model_name(job.model))
+    zero_shot_templates = None
+    if job.mode == "zeroshot":
+        zero_shot_templates = job.templates if job.templates is not None else templates("openai")
+    job = replace(job, model=model_name(job.model), templates=zero_shot_templates)
     ranks = init_ranks(job.device, job.dist_timeout_min)
     try:
         return _run(job, ranks, loaded)
@@ -652,16 +299,17 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
                     writer.save_texts(bank.cpu().numpy())
             _dry_run(explainer, job, size, ranks.device, writer.load_texts())
         except Exception as exc:  # tell the other ranks, so they stop instead of waiting
-            _broadcast(ranks, (f"{type(exc).__name__}: {exc}", None))
+            broadcast(ranks, (f"{type(exc).__name__}: {exc}", None))
             raise
-    failure, fingerprint = _broadcast(ranks, (None, config["input"]))
+    failure, fingerprint = broadcast(ranks, (None, config["input"]))
     if failure is not None:
         raise StoreError(f"rank 0 could not start the run: {failure}")
     if fingerprint != config["input"]:
         raise InputError(f"rank {ranks.rank} sees a different input than rank 0 ({source.describe()}); every rank must read the same data")
     texts = writer.load_texts()
     bank = None if texts is None else torch.from_numpy(texts).to(ranks.device)
-    targets = Targets(job, bank)
+    names = job.texts if job.mode == "texts" else job.classnames
+    targets = Targets(explainer, job.mode, names, bank, job.top_k, job.max_targets, job.method, job.options)
 
     dataset, units, todo, skipped = _work(source, job, ranks, writer.completed(), preprocess)
     if main and skipped:
@@ -673,8 +321,8 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
         num_workers=workers,
         prefetch_factor=job.prefetch if workers else None,
         pin_memory=ranks.device.type == "cuda",
-        collate_fn=_identity,
-        worker_init_fn=_worker_init if workers else None,
+        collate_fn=identity,
+        worker_init_fn=worker_init if workers else None,
     )
     desc = f"rank 0/{ranks.world}" if ranks.distributed else "explain"
     bar = tqdm(total=todo, desc=desc, unit="img", disable=not (job.progress and main), dynamic_ncols=True, smoothing=0.05)
@@ -685,7 +333,7 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradeclip-store") as pool:
         for batch in loader:
             buffer = buffers.setdefault(batch.chunk, ChunkBuffer(batch.chunk))
-            _add(buffer, batch, targets, explainer, ranks.device)
+            _add(buffer, batch, targets, ranks.device)
             count += len(batch.samples)
             bar.update(len(batch.samples))
             if batch.final:
@@ -698,7 +346,7 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     bar.close()
     if buffers:
         raise StoreError(f"internal error: chunks {sorted(buffers)} were not finished")  # a bug, never bad input
-    _barrier(ranks)
+    barrier(ranks)
     counts = writer.merge(extra) if main else None
     return RunSummary(samples=count, seconds=seconds, skipped_chunks=skipped, counts=counts)
 
@@ -709,12 +357,12 @@ def _dry_run(explainer: Explainer, job: ExplainJob, size: tuple[int, int], devic
     explainer.explain_image(torch.zeros(1, 3, *size, device=device), target, method=job.method, **job.options)
 
 
-def _add(buffer: ChunkBuffer, batch: Batch, targets: Targets, explainer: Explainer, device: torch.device) -> None:
+def _add(buffer: ChunkBuffer, batch: Batch, targets: Targets, device: torch.device) -> None:
     """Explain a batch's decoded images and append every sample's rows to ``buffer``."""
     explained: dict[int, list[Row]] = {}
     if batch.images is not None:
         images = batch.images.to(device, non_blocking=True)
-        explained = dict(zip(batch.decoded, targets.rows(explainer, images, [batch.samples[i] for i in batch.decoded])))
+        explained = dict(zip(batch.decoded, targets.rows(images, [batch.samples[i] for i in batch.decoded])))
     for i, sample in enumerate(batch.samples):
         common = {"key": sample.key, "path": sample.path, "position": batch.first + i}
         if i in batch.errors:

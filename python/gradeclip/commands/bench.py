@@ -56,8 +56,9 @@ def describe_machine(device: torch.device) -> str:
     return "; ".join(parts)
 
 
-def write_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
-    """``count`` JPEG files: random crops (short side 224–480 px) of scikit-image's photos."""
+def write_photos(folder: Path, count: int, *, short_side: tuple[int, int] = (224, 480), seed: int = 0) -> list[Path]:
+    """``count`` JPEG files in ``folder``: random crops of scikit-image's photos, resized so their
+    shorter side is uniform in ``short_side`` (pixels, inclusive)."""
     import numpy as np
     import skimage.data as sd
     from PIL import Image
@@ -70,7 +71,7 @@ def write_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
         w, h = int(rng.integers(photo.width // 2, photo.width + 1)), int(rng.integers(photo.height // 2, photo.height + 1))
         x, y = int(rng.integers(0, photo.width - w + 1)), int(rng.integers(0, photo.height - h + 1))
         crop = photo.crop((x, y, x + w, y + h))
-        scale = int(rng.integers(224, 481)) / min(crop.size)
+        scale = int(rng.integers(short_side[0], short_side[1] + 1)) / min(crop.size)
         crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.Resampling.BILINEAR)
         path = folder / f"{i:06d}.jpg"
         crop.save(path, quality=90)

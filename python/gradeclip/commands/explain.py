@@ -114,7 +114,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
         pretrained=args.pretrained,
         texts=texts,
         classnames=classnames,
-        templates=templates(args.templates) if classnames is not None else ["{}"],
+        templates=templates(args.templates) if classnames is not None else None,
         top_k=args.top_k,
         method=args.method,
         options=parse_options(args),
