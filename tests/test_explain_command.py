@@ -277,6 +277,15 @@ def test_ranks_split_the_work_disjointly(tmp_path, photos):
     assert [s.shards for s in shards] == [[0], []]  # shard 1 finished (its last chunk says so)
 
 
+def test_bench_command_reports_the_three_rates(model_dir, capsys):
+    assert main(["bench", "--model", str(model_dir), "--images", "6", "--batch-size", "4", "--workers", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "logical cores" in out and "torch threads" in out
+    for name in ("encode_image (in memory", "explain_image (in memory)", "gradeclip explain pipeline"):
+        line = next(line for line in out.splitlines() if name in line)
+        assert float(line.split("|")[2]) > 0
+
+
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     package_root = str(Path(gradeclip.__file__).resolve().parents[1])

@@ -291,9 +291,8 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
 
     if main:
         try:
-            resumed = writer.prepare(config, overwrite=job.overwrite, extra=extra)
-            bank_np = writer.load_texts() if resumed else None
-            if bank_np is None:
+            writer.prepare(config, overwrite=job.overwrite, extra=extra)
+            if writer.load_texts() is None:  # kept from an interrupted run otherwise
                 bank = _text_bank(job, explainer, job.progress)
                 if bank is not None:
                     writer.save_texts(bank.cpu().numpy())
@@ -345,7 +344,7 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     seconds = time.perf_counter() - started
     bar.close()
     if buffers:
-        raise StoreError(f"internal error: chunks {sorted(buffers)} were not finished")  # a bug, never bad input
+        raise RuntimeError(f"gradeclip bug: chunks {sorted(buffers)} were never finished")
     barrier(ranks)
     counts = writer.merge(extra) if main else None
     return RunSummary(samples=count, seconds=seconds, skipped_chunks=skipped, counts=counts)

@@ -85,7 +85,7 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(
-    model_name: str,
+    model: str,
     *,
     pretrained: str | None = None,
     images: int = 256,
@@ -100,11 +100,12 @@ def measure(
     from PIL import Image
 
     from .. import Explainer, load
-    from ..pipeline import ExplainJob, explain_dataset, model_name as resolve_model, resolve_device
+    from ..distributed import resolve_device
+    from ..pipeline import ExplainJob, explain_dataset, model_name
 
     dev = resolve_device(device, 0)
-    model, preprocess, tokenizer = loaded = load(resolve_model(model_name), pretrained, device=dev, precision=precision)
-    explainer = Explainer(model, tokenizer)
+    clip, preprocess, tokenizer = loaded = load(model_name(model), pretrained, device=dev, precision=precision)
+    explainer = Explainer(clip, tokenizer)
     text, _ = explainer.encode_texts(["a photo"])
     with tempfile.TemporaryDirectory(prefix="gradeclip-bench-") as tmp:
         folder = Path(tmp) / "images"
@@ -115,14 +116,14 @@ def measure(
             with Image.open(path) as image:
                 tensors.append(preprocess(image.convert("RGB")))
         batches = [torch.stack(tensors[i : i + batch_size]).to(dev) for i in range(0, len(tensors), batch_size)]
-        dtype = next(model.parameters()).dtype
+        dtype = next(clip.parameters()).dtype
 
         with torch.no_grad():
-            model.encode_image(batches[0][:2].to(dtype))  # warm-up
+            clip.encode_image(batches[0][:2].to(dtype))  # warm-up
             _sync(dev)
             start = time.perf_counter()
             for batch in batches:
-                model.encode_image(batch.to(dtype))
+                clip.encode_image(batch.to(dtype))
             _sync(dev)
         encode = images / (time.perf_counter() - start)
 
@@ -135,7 +136,7 @@ def measure(
         explain = images / (time.perf_counter() - start)
 
         job = ExplainJob(
-            model=model_name, data=str(folder), out=str(Path(tmp) / "store"), pretrained=pretrained, texts=["a photo"],
+            model=model, data=str(folder), out=str(Path(tmp) / "store"), pretrained=pretrained, texts=["a photo"],
             method=method, batch_size=batch_size, workers=workers, device=str(dev), precision=precision, progress=False,
         )
         start = time.perf_counter()
@@ -143,7 +144,7 @@ def measure(
         wall = images / (time.perf_counter() - start)
     return {
         "machine": describe_machine(dev),
-        "settings": f"{model_name}, {images} images, batch {batch_size}, {workers} workers, {dev}, {precision}, method {method}, 1 text",
+        "settings": f"{model}, {images} images, batch {batch_size}, {workers} workers, {dev}, {precision}, method {method}, 1 text",
         "encode": encode,
         "explain": explain,
         "pipeline": summary.images_per_second,
