@@ -22,6 +22,7 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_ONE_TILE_KEYS = 1024  # keys held in registers at once (k and v then read once)
 MAX_HEAD_TILE = 8192  # elements of a [heads (padded), keys] register tile
 MAX_CHUNK = 8192  # elements of a [keys, channels] chunk of k or v
+MAX_ACCUMULATOR = 16384  # elements of the [texts, keys] fp32 accumulator of the GEMM branch
 MAX_GRID_B = 65535  # CUDA's limit on the grid's second axis: larger batches launch in slices
 
 
@@ -77,11 +78,11 @@ def default_config(n: int, t: int, head_width: int, heads: int) -> KernelConfig:
         block_n = max(16, min(256, MAX_HEAD_TILE // 2 // h_p))
     if t == 1:
         block_t = 1
-    else:
-        budget = 16384 if h_p == 1 else 8192  # accumulator elements; per-head λ needs registers too
-        block_t = min(max(16, _next_pow2(t)), max(16, min(64, budget // block_n)))
+    else:  # larger text tiles re-read k and v (from L2) fewer times; the accumulator bounds them
+        block_t = min(max(16, _next_pow2(t)), max(16, min(64, MAX_ACCUMULATOR // block_n)))
     block_d = min(max(16, min(64, MAX_CHUNK // block_n)), max(16, _next_pow2(head_width)))
-    num_warps = 8 if block_n * max(block_t, h_p) >= 4096 else 4
+    largest_tile = block_n * max(block_t, h_p, block_d)  # fp32 elements of the largest register tile
+    num_warps = 8 if largest_tile >= 8192 else 4
     return KernelConfig(block_t, block_n, block_d, num_warps, num_stages=2 if block_t == 1 else 3)
 
 
