@@ -34,7 +34,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ import torch  # noqa: E402
 
 import gradeclip  # noqa: E402
 from gradeclip.kernels.maps_torch import maps_torch, spatial_weights  # noqa: E402
-from gradeclip.kernels.maps_triton import KernelConfig, default_config, dot_precision, maps_triton  # noqa: E402
+from gradeclip.kernels.maps_triton import KernelConfig, default_config, dot_precision, maps_triton, neighbour_configs  # noqa: E402
 
 DEVICE = torch.device(ARGS.device)
 FULL = dict(batch=256, n=196, d=768, heads=12, texts=(1, 16, 1000), model_batch=256, model_texts=(1, 16))
@@ -184,21 +184,6 @@ def kernel_inputs(dtype: torch.dtype, t: int, heads: int) -> tuple[torch.Tensor,
     return q, k, v, g
 
 
-def sweep_configs(base: KernelConfig) -> list[KernelConfig]:
-    """Launch parameters one change away from ``base`` (the GEMM branch also varies ``block_t``)."""
-    options: list[KernelConfig] = []
-    if base.block_t > 1:
-        options += [replace(base, block_t=bt) for bt in (16, 32, 64, 128)]
-    options += [replace(base, block_d=bd) for bd in (16, 32, 64, 128)]
-    options += [replace(base, num_warps=w) for w in (2, 4, 8, 16)]
-    options += [replace(base, num_stages=s) for s in (1, 2, 3, 4)]
-    unique = []
-    for cfg in options:
-        if cfg != base and cfg not in unique:
-            unique.append(cfg)
-    return unique
-
-
 def part_kernel(bandwidth_gbs: float) -> list[dict[str, Any]]:
     """The kernel and the PyTorch path on the same inputs; the floor as the issue defines it."""
     rows = []
@@ -256,7 +241,7 @@ def kernel_case(dtype: torch.dtype, t: int, heads: int, bandwidth_gbs: float) ->
     }
     if ARGS.sweep:
         trials = [{"config": asdict(config), "kernel_us": kernel_s * 1e6}]
-        for cfg in sweep_configs(config):
+        for cfg in neighbour_configs(config):
             try:
                 trials.append({"config": asdict(cfg), "kernel_us": bench(lambda cfg=cfg: triton_maps(cfg)) * 1e6})
             except Exception as exc:  # a config the compiler rejects is a finding, not a failure

@@ -211,6 +211,34 @@ def test_default_config_covers_both_layouts():
     assert default_config(196, 1000, 64, 12).block_t >= 16
 
 
+# What the compiler must produce at the shapes that matter (PTX text), beyond compiling at all.
+HOPPER_CASES = {
+    "vit-b16-bf16-t1-h12-gemv": ((196, 768, 1, 12, "loosened", torch.bfloat16, {}), ["cp.async.cg.shared.global"]),
+    "vit-b16-fp32-t1000-h12-gemm": ((196, 768, 1000, 12, "loosened", torch.float32, {}), ["wgmma.mma_async"]),
+    "f16-softmax-mask-tiled": ((197, 64, 20, 4, "softmax", torch.float16, {"mask": True, "config": KernelConfig(16, 64, 16, 4, 2)}), []),
+    "bf16-n577-t1-h16-tiled": ((577, 1024, 1, 16, "loosened", torch.bfloat16, {}), []),
+}
+@needs_triton
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(HOPPER_CASES))
+def test_kernel_compiles_for_hopper(case):
+    """The interpreter accepts what a GPU compiler may reject: compile for sm_90 (the H100/H200) here,
+    no GPU needed, and check the instructions the design relies on (pipelined 16-byte copies for
+    the GEMV branch, wgmma for large T)."""
+    import triton
+
+    if maps_triton.interpreting() or "nvidia" not in triton.backends.backends:
+        pytest.skip("needs triton's NVIDIA backend, compiled mode")
+    (n, d, t, heads, spatial, dtype, options), expected = HOPPER_CASES[case]
+    q, k, v, g, probs, key_mask = make_inputs(2, n, d, t, heads, dtype, "cpu", mask=options.get("mask", False))
+    out = torch.empty(2, t, n)
+    [launch] = maps_triton.plan_launches(
+        q, k, v, g, out, spatial=spatial, heads=heads, probs=probs, key_mask=key_mask, config=options.get("config"))
+    ptx = maps_triton.compile_ahead(launch, capability=90).asm["ptx"]
+    for instruction in expected:
+        assert instruction in ptx
+
+
 def test_forced_triton_on_cpu_tensors_raises(monkeypatch):
     monkeypatch.setenv("GRADECLIP_BACKEND", "triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)

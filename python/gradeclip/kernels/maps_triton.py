@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -80,10 +81,27 @@ def default_config(n: int, t: int, head_width: int, heads: int) -> KernelConfig:
         block_t = 1
     else:  # larger text tiles re-read k and v (from L2) fewer times; the accumulator bounds them
         block_t = min(max(16, _next_pow2(t)), max(16, min(64, MAX_ACCUMULATOR // block_n)))
-    block_d = min(max(16, min(64, MAX_CHUNK // block_n)), max(16, _next_pow2(head_width)))
+    chunk = MAX_CHUNK if block_t < 64 else MAX_CHUNK // 2  # a large accumulator needs the registers
+    block_d = min(max(16, min(64, chunk // block_n)), max(16, _next_pow2(head_width)))
     largest_tile = block_n * max(block_t, h_p, block_d)  # fp32 elements of the largest register tile
     num_warps = 8 if largest_tile >= 8192 else 4
-    return KernelConfig(block_t, block_n, block_d, num_warps, num_stages=2 if block_t == 1 else 3)
+    return KernelConfig(block_t, block_n, block_d, num_warps, num_stages=3)
+
+
+def neighbour_configs(base: KernelConfig) -> list[KernelConfig]:
+    """Launch parameters one change away from ``base`` (``block_t`` too in the GEMM branch): the
+    candidates ``benches/gpu_check.py --sweep`` times and ``benches/kernel_static.py --sweep`` compiles."""
+    options: list[KernelConfig] = []
+    if base.block_t > 1:
+        options += [replace(base, block_t=bt) for bt in (16, 32, 64, 128)]
+    options += [replace(base, block_d=bd) for bd in (16, 32, 64, 128)]
+    options += [replace(base, num_warps=w) for w in (2, 4, 8, 16)]
+    options += [replace(base, num_stages=s) for s in (1, 2, 3, 4)]
+    unique: list[KernelConfig] = []
+    for cfg in options:
+        if cfg != base and cfg not in unique:
+            unique.append(cfg)
+    return unique
 
 
 @functools.cache
@@ -191,38 +209,100 @@ def maps_triton(
     reason = unavailable_reason(k.device)
     if reason is not None:
         raise BackendUnavailableError(f"the Triton map kernel cannot run: {reason}")
-    batch, n, width = k.shape
-    t = g.shape[1]
-    out = torch.empty(batch, t, n, dtype=torch.float32, device=k.device)
+    out = torch.empty(k.shape[0], g.shape[1], k.shape[1], dtype=torch.float32, device=k.device)
     if out.numel() == 0:
         return out
+    kernel = _kernel_module().grad_eclip_maps_kernel
+    for launch in plan_launches(q, k, v, g, out, spatial=spatial, heads=heads, probs=probs, key_mask=key_mask, config=config):
+        kernel[launch.grid](*launch.args, **launch.constants, **launch.options)
+    return out
+
+
+@dataclass
+class Launch:
+    """One launch of the kernel: ``grid``, positional ``args`` (tensors and ints, in the kernel's
+    order), compile-time ``constants`` and launch ``options`` (``num_warps``, ``num_stages``)."""
+
+    grid: tuple[int, int]
+    args: list[Any]
+    constants: dict[str, Any]
+    options: dict[str, int]
+
+
+def plan_launches(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    g: Tensor,
+    out: Tensor,
+    *,
+    spatial: str,
+    heads: int,
+    probs: Tensor | None,
+    key_mask: Tensor | None,
+    config: KernelConfig | None,
+) -> list[Launch]:
+    """The launches that fill ``out`` ``[B, T, N]`` (inputs already checked): one, or one per slice of
+    65 535 images. Also used by the tests to compile the kernel for a GPU on a machine without one."""
+    batch, n, width = k.shape
+    t = g.shape[1]
     if spatial == "none":  # λ = 1: the heads' sums add up to one sum over all channels
         heads = 1
     head_width = width // heads
     cfg = config or default_config(n, t, head_width, heads)
     chunks_per_head = _cdiv(head_width, cfg.block_d)
-    kernel = _kernel_module().grad_eclip_maps_kernel
     q, k, v, g = _rows(q), _rows(k), _rows(v), _rows(g)
     p = _rows(probs.float()) if spatial == "softmax" and probs is not None else out  # out: an unread placeholder
     m = key_mask.to(torch.uint8) if key_mask is not None else out
+    constants = dict(
+        SPATIAL=SPATIAL_CODES[spatial],
+        HAS_MASK=key_mask is not None,
+        N_TILES=_cdiv(n, cfg.block_n),
+        CPH=chunks_per_head,
+        N_CHUNKS=heads * chunks_per_head,
+        BLOCK_T=cfg.block_t,
+        BLOCK_N=cfg.block_n,
+        BLOCK_D=cfg.block_d,
+        H_P=_next_pow2(heads),
+        PRECISION=dot_precision(k.dtype),
+        LOAD_STAGES=cfg.num_stages,
+    )
+    options = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    strides = [q.stride(0), k.stride(0), k.stride(1), v.stride(0), v.stride(1), g.stride(0), g.stride(1),
+               p.stride(0), p.stride(1), m.stride(0), out.stride(0), out.stride(1)]
+    launches = []
     for b0 in range(0, batch, MAX_GRID_B):
         b1 = min(batch, b0 + MAX_GRID_B)
-        kernel[(_cdiv(t, cfg.block_t), b1 - b0)](
-            q[b0:b1], k[b0:b1], v[b0:b1], g[b0:b1], p[b0:b1], m[b0:b1], out[b0:b1],
-            n, t, heads, head_width,
-            q.stride(0), k.stride(0), k.stride(1), v.stride(0), v.stride(1), g.stride(0), g.stride(1),
-            p.stride(0), p.stride(1), m.stride(0), out.stride(0), out.stride(1),
-            SPATIAL=SPATIAL_CODES[spatial],
-            HAS_MASK=key_mask is not None,
-            N_TILES=_cdiv(n, cfg.block_n),
-            CPH=chunks_per_head,
-            N_CHUNKS=heads * chunks_per_head,
-            BLOCK_T=cfg.block_t,
-            BLOCK_N=cfg.block_n,
-            BLOCK_D=cfg.block_d,
-            H_P=_next_pow2(heads),
-            PRECISION=dot_precision(k.dtype),
-            num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages,
-        )
-    return out
+        tensors = [x[b0:b1] for x in (q, k, v, g, p, m, out)]
+        launches.append(Launch((_cdiv(t, cfg.block_t), b1 - b0), [*tensors, n, t, heads, head_width, *strides], constants, options))
+    return launches
+
+
+POINTER_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.uint8: "u8"}
+
+
+def compile_ahead(launch: Launch, capability: int = 90) -> Any:
+    """Compile one planned launch for an NVIDIA GPU of compute ``capability`` (90: H100/H200) without
+    a GPU, specialising its arguments as the JIT does: 16-byte-aligned pointers, ints equal to 1 as
+    constants, ints divisible by 16 marked. Returns triton's ``CompiledKernel`` (``.asm["ptx"]``,
+    ``.asm["cubin"]``, ``.metadata.shared``). For tests and ``benches/kernel_static.py``."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    kernel = _kernel_module().grad_eclip_maps_kernel
+    signature, constants, attrs = {}, dict(launch.constants), {}
+    for index, (name, value) in enumerate(zip(kernel.arg_names, launch.args)):
+        if isinstance(value, Tensor):
+            signature[name] = "*" + POINTER_TYPES[value.dtype]
+            attrs[(index,)] = [["tt.divisibility", 16]]
+        elif value == 1:
+            signature[name], constants[name] = "constexpr", 1
+        else:
+            signature[name] = "i32"
+            if value % 16 == 0:
+                attrs[(index,)] = [["tt.divisibility", 16]]
+    signature |= {name: "constexpr" for name in launch.constants}
+    source = triton.compiler.ASTSource(
+        fn=kernel, signature={name: signature[name] for name in kernel.arg_names}, constexprs=constants, attrs=attrs
+    )
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=launch.options)

@@ -70,13 +70,14 @@ def _cosines(qk, kk, qq):
 
 @triton.jit
 def _head_cosines(Q, K, b, offs_n, nmask, stride_qb, stride_kb, stride_kn, DH, CPH: tl.constexpr,
-                  N_CHUNKS: tl.constexpr, H_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                  N_CHUNKS: tl.constexpr, H_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                  LOAD_STAGES: tl.constexpr):
     """``cos(q_h, k_{i,h})`` for every head (rows, padded to ``H_P``) and the keys ``offs_n``: ``[H_P, BLOCK_N]``."""
     heads = tl.arange(0, H_P)
     qk = tl.zeros([H_P, BLOCK_N], tl.float32)
     kk = tl.zeros([H_P, BLOCK_N], tl.float32)
     qq = tl.zeros([H_P], tl.float32)
-    for j in range(0, N_CHUNKS):
+    for j in tl.range(0, N_CHUNKS, num_stages=LOAD_STAGES):
         h, offs_d, dmask = _chunk(j, CPH, DH, BLOCK_D)
         pqk, pkk, pqq = _cosine_parts(Q, K, b, offs_n, nmask, offs_d, dmask, stride_qb, stride_kb, stride_kn)
         qk = _add_to_row(qk, heads, h, pqk)
@@ -110,7 +111,7 @@ def grad_eclip_maps_kernel(
     SPATIAL: tl.constexpr, HAS_MASK: tl.constexpr, N_TILES: tl.constexpr, CPH: tl.constexpr,
     N_CHUNKS: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, H_P: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, LOAD_STAGES: tl.constexpr,
 ):
     """Grid ``(cdiv(T, BLOCK_T), B)``. ``Q [B, D]``, ``K``/``V`` ``[B, N, D]``, ``G [B, T, D]`` (last
     axes contiguous), ``P [B, H, N]`` fp32 (λ for SOFTMAX), ``M [B, N]`` uint8 (key mask),
@@ -129,7 +130,7 @@ def grad_eclip_maps_kernel(
             for m in range(0, N_TILES):
                 offs_m = m * BLOCK_N + tl.arange(0, BLOCK_N)
                 cos_m = _head_cosines(Q, K, b, offs_m, offs_m < N, stride_qb, stride_kb, stride_kn, DH, CPH,
-                                      N_CHUNKS, H_P, BLOCK_N, BLOCK_D)
+                                      N_CHUNKS, H_P, BLOCK_N, BLOCK_D, LOAD_STAGES)
                 tile_lo, tile_hi = _min_max(cos_m, _valid_keys(M, b, offs_m, N, stride_mb, HAS_MASK))
                 lo = tl.minimum(lo, tile_lo)
                 hi = tl.maximum(hi, tile_hi)
@@ -145,7 +146,7 @@ def grad_eclip_maps_kernel(
             qk = tl.zeros([H_P, BLOCK_N], tl.float32)
             kk = tl.zeros([H_P, BLOCK_N], tl.float32)
             qq = tl.zeros([H_P], tl.float32)
-            for j in range(0, N_CHUNKS):
+            for j in tl.range(0, N_CHUNKS, num_stages=LOAD_STAGES):
                 h, offs_d, dmask = _chunk(j, CPH, DH, BLOCK_D)
                 vc = tl.load(
                     V + b * stride_vb + offs_n[:, None] * stride_vn + offs_d[None, :],
@@ -177,7 +178,7 @@ def grad_eclip_maps_kernel(
             # and one tl.dot per chunk into the [BLOCK_T, BLOCK_N] accumulator.
             if SPATIAL == LOOSENED:
                 cos = _head_cosines(Q, K, b, offs_n, nmask, stride_qb, stride_kb, stride_kn, DH, CPH,
-                                    N_CHUNKS, H_P, BLOCK_N, BLOCK_D)
+                                    N_CHUNKS, H_P, BLOCK_N, BLOCK_D, LOAD_STAGES)
                 if N_TILES == 1:
                     lo, hi = _min_max(cos, valid)
                 lam = _normalise(cos, lo, hi)
