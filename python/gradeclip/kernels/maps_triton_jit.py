@@ -1,8 +1,7 @@
 """The fused Grad-ECLIP map kernel (SPEC §2 steps 3–4) in Triton. Imports triton at the top.
 
-Do not import this module directly: :mod:`gradeclip.kernels.maps_triton` loads it on first use
-(once per ``TRITON_INTERPRET`` mode, since ``triton.jit`` picks compiled or interpreted at
-definition time) and owns the launch. Design, bytes and FLOPs: ``docs/kernels.md``.
+:mod:`gradeclip.kernels.maps_triton` imports this module on first use and owns the launch
+(``plan_launches``). Design, bytes and FLOPs: ``docs/kernels.md``.
 
 One program handles one image ``b`` and a tile of ``BLOCK_T`` texts and writes
 ``out[b, t, i] = ReLU( Σ_h λ[h, i] · Σ_{c ∈ head h} G[b, t, c] · v[b, i, c] )`` for every key ``i``.
@@ -11,9 +10,14 @@ head (head ``h`` owns ``CPH = ceil(DH / BLOCK_D)`` chunks, the last one masked),
 works and the loop stays a single pipelinable ``for``. Per-head quantities live as rows of
 ``[H_P, BLOCK_N]`` register tiles (``H_P`` = heads padded to a power of two).
 
-When every key fits in one ``BLOCK_N`` tile (``ONE_TILE``), k and v are each read once: the
+When every key fits in one ``BLOCK_N`` tile (``N_TILES == 1``), k and v are each read once: the
 cosines, their min/max and λ all stay in registers. Otherwise a first pass over the key tiles
 finds each head's min/max and the main pass recomputes the cosines per tile (k is read twice).
+
+Trip counts (``N_TILES``, ``CPH``, ``N_CHUNKS``) are compile-time constants: Triton 3.6's interpreter
+cannot take a runtime loop bound under numpy ≥ 2.4 (triton-lang/triton#9171). Loops that feed only
+FMAs use ``tl.range(..., num_stages=LOAD_STAGES)``, since the kernel-level ``num_stages`` pipelines
+only the loads that feed ``tl.dot``.
 """
 
 from __future__ import annotations
@@ -51,14 +55,24 @@ def _valid_keys(M, b, offs_n, N, stride_mb, HAS_MASK: tl.constexpr):
 
 
 @triton.jit
+def _load_chunk(X, b, stride_b, stride_n, offs_n, nmask, offs_d, dmask):
+    """Rows ``offs_n`` and channels ``offs_d`` of image ``b`` of a ``[B, N, D]`` tensor: ``[BLOCK_N, BLOCK_D]`` fp32."""
+    ptrs = X + b * stride_b + offs_n[:, None] * stride_n + offs_d[None, :]
+    return tl.load(ptrs, mask=nmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _given_weights(P, b, heads, H, offs_n, nmask, stride_pb, stride_ph):
+    """λ passed in (SOFTMAX): ``P[b, h, offs_n]`` as an ``[H_P, BLOCK_N]`` tile (zero in padded rows)."""
+    ptrs = P + b * stride_pb + heads[:, None] * stride_ph + offs_n[None, :]
+    return tl.load(ptrs, mask=(heads < H)[:, None] & nmask[None, :], other=0.0)
+
+
+@triton.jit
 def _cosine_parts(Q, K, b, offs_n, nmask, offs_d, dmask, stride_qb, stride_kb, stride_kn):
     """One chunk's share of the cosines: ``(Σ q·k [BLOCK_N], Σ k·k [BLOCK_N], Σ q·q scalar)`` in fp32."""
     qc = tl.load(Q + b * stride_qb + offs_d, mask=dmask, other=0.0).to(tl.float32)
-    kc = tl.load(
-        K + b * stride_kb + offs_n[:, None] * stride_kn + offs_d[None, :],
-        mask=nmask[:, None] & dmask[None, :],
-        other=0.0,
-    ).to(tl.float32)
+    kc = _load_chunk(K, b, stride_kb, stride_kn, offs_n, nmask, offs_d, dmask)
     return tl.sum(kc * qc[None, :], 1), tl.sum(kc * kc, 1), tl.sum(qc * qc, 0)
 
 
@@ -115,8 +129,8 @@ def grad_eclip_maps_kernel(
 ):
     """Grid ``(cdiv(T, BLOCK_T), B)``. ``Q [B, D]``, ``K``/``V`` ``[B, N, D]``, ``G [B, T, D]`` (last
     axes contiguous), ``P [B, H, N]`` fp32 (λ for SOFTMAX), ``M [B, N]`` uint8 (key mask),
-    ``OUT [B, T, N]`` fp32. ``BLOCK_T == 1`` (one text) takes the FMA (GEMV) branch, larger
-    ``BLOCK_T`` (≥ 16) the ``tl.dot`` (GEMM) branch."""
+    ``OUT [B, T, N]`` fp32. ``BLOCK_T == 1`` (one text per program) takes the FMA (GEMV) branch,
+    ``BLOCK_T ≥ 16`` the ``tl.dot`` (GEMM) branch."""
     pid_t = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -148,11 +162,7 @@ def grad_eclip_maps_kernel(
             qq = tl.zeros([H_P], tl.float32)
             for j in tl.range(0, N_CHUNKS, num_stages=LOAD_STAGES):
                 h, offs_d, dmask = _chunk(j, CPH, DH, BLOCK_D)
-                vc = tl.load(
-                    V + b * stride_vb + offs_n[:, None] * stride_vn + offs_d[None, :],
-                    mask=nmask[:, None] & dmask[None, :],
-                    other=0.0,
-                ).to(tl.float32)
+                vc = _load_chunk(V, b, stride_vb, stride_vn, offs_n, nmask, offs_d, dmask)
                 gc = tl.load(G + b * stride_gb + pid_t * stride_gt + offs_d, mask=dmask, other=0.0).to(tl.float32)
                 s = _add_to_row(s, heads, h, tl.sum(vc * gc[None, :], 1))
                 if SPATIAL == LOOSENED:
@@ -166,12 +176,7 @@ def grad_eclip_maps_kernel(
                     lo, hi = _min_max(cos, valid)
                 s = s * _normalise(cos, lo, hi)
             elif SPATIAL == SOFTMAX:
-                lam = tl.load(
-                    P + b * stride_pb + heads[:, None] * stride_ph + offs_n[None, :],
-                    mask=(heads < H)[:, None] & nmask[None, :],
-                    other=0.0,
-                )
-                s = s * lam
+                s = s * _given_weights(P, b, heads, H, offs_n, nmask, stride_pb, stride_ph)
             acc = tl.sum(s, 0)[None, :]
         else:
             # GEMM: λ first (k loop), then v loop with each chunk's values scaled by its head's λ
@@ -183,19 +188,11 @@ def grad_eclip_maps_kernel(
                     lo, hi = _min_max(cos, valid)
                 lam = _normalise(cos, lo, hi)
             elif SPATIAL == SOFTMAX:
-                lam = tl.load(
-                    P + b * stride_pb + heads[:, None] * stride_ph + offs_n[None, :],
-                    mask=(heads < H)[:, None] & nmask[None, :],
-                    other=0.0,
-                )
+                lam = _given_weights(P, b, heads, H, offs_n, nmask, stride_pb, stride_ph)
             acc = tl.zeros([BLOCK_T, BLOCK_N], tl.float32)
             for j in range(0, N_CHUNKS):
                 h, offs_d, dmask = _chunk(j, CPH, DH, BLOCK_D)
-                vc = tl.load(
-                    V + b * stride_vb + offs_n[:, None] * stride_vn + offs_d[None, :],
-                    mask=nmask[:, None] & dmask[None, :],
-                    other=0.0,
-                ).to(tl.float32)
+                vc = _load_chunk(V, b, stride_vb, stride_vn, offs_n, nmask, offs_d, dmask)
                 if SPATIAL != NONE:
                     lam_h = tl.sum(tl.where((heads == h)[:, None], lam, 0.0), 0)
                     vc = vc * lam_h[:, None]
