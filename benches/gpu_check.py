@@ -48,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--interpret", action="store_true", help="run the kernel in Triton's interpreter (sets TRITON_INTERPRET=1)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and model batch (for the dry run)")
     parser.add_argument("--sweep", action="store_true", help="also time launch parameters around the defaults")
+    parser.add_argument("--sweep-budget", type=float, default=240.0, help="seconds the sweep may take in all (default 240)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: tests,bandwidth,kernel,e2e")
     return parser.parse_args()
 
@@ -67,7 +68,7 @@ DEVICE = torch.device(ARGS.device)
 FULL = dict(batch=256, n=196, d=768, heads=12, texts=(1, 16, 1000), model_batch=256, model_texts=(1, 16))
 QUICK = dict(batch=2, n=49, d=64, heads=4, texts=(1, 3, 20), model_batch=2, model_texts=(1, 3))
 SHAPES = QUICK if ARGS.quick else FULL
-DTYPES = {"fp32": (torch.float32, "highest"), "fp32-tf32": (torch.float32, "high"), "bf16": (torch.bfloat16, "highest")}
+DTYPES = {"bf16": (torch.bfloat16, "highest"), "fp32": (torch.float32, "highest"), "fp32-tf32": (torch.float32, "high")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,13 +189,14 @@ def part_kernel(bandwidth_gbs: float) -> list[dict[str, Any]]:
     """The kernel and the PyTorch path on the same inputs; the floor as the issue defines it."""
     rows = []
     n, d = SHAPES["n"], SHAPES["d"]
+    sweep_deadline = time.perf_counter() + ARGS.sweep_budget
     for label, (dtype, precision) in DTYPES.items():
         for heads in (1, SHAPES["heads"]):
             for t in SHAPES["texts"]:
                 row: dict[str, Any] = {"dtype": label, "heads": heads, "T": t, "B": SHAPES["batch"], "N": n, "D": d}
                 try:
                     with matmul_precision(precision):
-                        row |= kernel_case(dtype, t, heads, bandwidth_gbs)
+                        row |= kernel_case(dtype, t, heads, bandwidth_gbs, sweep_deadline)
                 except Exception as exc:  # one case's failure must not hide the others
                     row["error"] = f"{type(exc).__name__}: {exc}"
                     traceback.print_exc()
@@ -205,7 +207,7 @@ def part_kernel(bandwidth_gbs: float) -> list[dict[str, Any]]:
     return rows
 
 
-def kernel_case(dtype: torch.dtype, t: int, heads: int, bandwidth_gbs: float) -> dict[str, Any]:
+def kernel_case(dtype: torch.dtype, t: int, heads: int, bandwidth_gbs: float, sweep_deadline: float) -> dict[str, Any]:
     q, k, v, g = kernel_inputs(dtype, t, heads)
     b, n, d = k.shape
     config = default_config(n, t, d // heads, heads)
@@ -242,6 +244,9 @@ def kernel_case(dtype: torch.dtype, t: int, heads: int, bandwidth_gbs: float) ->
     if ARGS.sweep:
         trials = [{"config": asdict(config), "kernel_us": kernel_s * 1e6}]
         for cfg in neighbour_configs(config):
+            if time.perf_counter() > sweep_deadline:
+                trials.append({"config": asdict(cfg), "error": "not timed: --sweep-budget spent"})
+                continue
             try:
                 trials.append({"config": asdict(cfg), "kernel_us": bench(lambda cfg=cfg: triton_maps(cfg)) * 1e6})
             except Exception as exc:  # a config the compiler rejects is a finding, not a failure
