@@ -220,3 +220,20 @@ def test_vit_b32_matches_reference(vit_b32, name):
     images = torch.randn(2, 3, 160, 224)  # grid 5×7
     res = assert_matches_reference(vit_b32, name, images, unit(torch.randn(2, 512)), rel=1e-4, **options)
     assert res.maps.shape == (2, 2, 5, 7)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", BASELINES)
+def test_cuda_matches_cpu(name, monkeypatch):
+    """Every method gives the CPU's maps on CUDA (seeded draws happen on the CPU for both)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # full fp32 patch embedding
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(21)
+    model = tiny_clip()
+    images, texts = torch.randn(2, 3, 24, 40), unit(torch.randn(3, 32))
+    cpu = gradeclip.Explainer(model).explain_image(images, texts, method=name, **TINY_OPTIONS[name])
+    gpu = gradeclip.Explainer(model.cuda()).explain_image(images.cuda(), texts.cuda(), method=name, **TINY_OPTIONS[name])
+    assert gpu.maps.is_cuda
+    close(gpu.maps.cpu(), cpu.maps, rel=1e-3)
+    torch.testing.assert_close(gpu.model_scores.cpu(), cpu.model_scores, atol=1e-4, rtol=1e-4)
