@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from ..attention import attend
 from ..errors import InputError
-from ..towers.base import TokenTower, rows
+from ..towers.base import TokenBatch, TokenTower, rows
 from .base import MethodInfo, MethodOutput
 from .common import check_int, cosine_scores
 
@@ -52,7 +52,7 @@ INFO = MethodInfo(
 )
 
 
-def surgery_features(tower: TokenTower, inputs: Any, surgery_blocks: int) -> tuple[Tensor, Tensor, Any]:
+def surgery_features(tower: TokenTower, inputs: Any, surgery_blocks: int) -> tuple[Tensor, Tensor, TokenBatch]:
     """Architecture surgery: ``(features [B, N, E] unit-norm float32 at the keys, model embedding
     [B, E], batch)``."""
     batch = tower.embed(inputs)
