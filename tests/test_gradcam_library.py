@@ -64,5 +64,5 @@ def test_gradcam_matches_pytorch_grad_cam(request, fixture, size):
             m = ours[:, t]
             m = m - m.amin(dim=(1, 2), keepdim=True)
             expected = m / (1e-7 + m.amax(dim=(1, 2), keepdim=True))
-            torch.testing.assert_close(theirs, expected, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(theirs, expected, atol=1e-3, rtol=1e-3)  # float32 sums of D terms, normalised
     assert all(not module._forward_hooks for module in model.modules())
