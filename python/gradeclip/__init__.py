@@ -18,7 +18,7 @@ from .loading import load
 from .methods import MethodInfo, methods
 from .preprocessing import native_preprocess
 from .pipeline import ExplainJob, explain_dataset
-from .results import ImageExplanation
+from .results import ImageExplanation, PairExplanation, TextExplanation
 from .store import Store
 
 try:
@@ -43,8 +43,10 @@ __all__ = [
     "InputError",
     "MethodInfo",
     "ModelLoadError",
+    "PairExplanation",
     "Store",
     "StoreError",
+    "TextExplanation",
     "UnknownMethodError",
     "UnsupportedModelError",
     "__version__",
