@@ -132,6 +132,31 @@ def test_folder_pairs_match_the_explainer(tmp_path, model_dir, loaded, photos):
             assert (values["image_width"], values["image_height"]) == image.size
 
 
+def test_overlays_and_text_maps(tmp_path, model_dir, loaded, photos):
+    from gradeclip import render
+
+    out = tmp_path / "store"
+    args = ["--model", str(model_dir), "--data", str(photos), "--out", str(out), "--workers", "0", "--batch-size", "4", "--max-targets", "3"]
+    assert run_cli(*args, "--overlays", "--colormap", "viridis", "--alpha", "0.4", "--text-maps", "--text-layers", "2") == 0
+    store = gradeclip.Store(out)
+    frame = store.to_pandas()
+    model, preprocess, tokenizer = loaded
+    explainer = gradeclip.Explainer(model, tokenizer)
+    crop = type(preprocess)(preprocess.transforms[:2])  # the model's resize and centre crop, before normalising
+    ok = np.flatnonzero(frame["status"] == "ok")
+    assert len(ok) == 6 and frame.loc[frame["status"] == "error", "overlay"].isna().all()
+    for row in ok:
+        values = frame.iloc[row]
+        with Image.open(values["path"]) as image:
+            seen = np.asarray(crop(image.convert("RGB")))
+        with Image.open(out / values["overlay"]) as drawn:
+            np.testing.assert_array_equal(np.asarray(drawn), render.overlay(seen[None], store.map(row)[None], alpha=0.4, colormap="viridis")[0])
+        image = preprocess(decode_image(Path(values["path"]).read_bytes()))[None]
+        words = explainer.explain_text(image, [values["text"]], n_layers=2).words(0, 0)
+        assert list(values["words"]) == [w for w, _ in words] == values["text"].split()
+        np.testing.assert_allclose(values["word_importance"], [v for _, v in words], atol=1e-5)
+
+
 def test_table_zero_shot_with_labels(tmp_path, model_dir, loaded, photos):
     classes = ["cat", "rocket", "cup of coffee", "astronaut", "camera"]
     (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
@@ -244,6 +269,11 @@ def test_refused_before_any_work(tmp_path, model_dir, photos, capsys):
     (tmp_path / "t.csv").write_text("image\ncat.jpg\n")
     assert run_cli("--model", str(model_dir), "--data", str(tmp_path / "t.csv"), "--out", str(tmp_path / "s2")) == 2
     assert "has no captions" in capsys.readouterr().err
+    assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(tmp_path / "s3"), "--text-maps") == 2
+    assert "text maps (text_layers=8): n_layers must be an integer in 1..3" in capsys.readouterr().err
+    assert not (tmp_path / "s3").exists()  # checked before the store is made
+    assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(tmp_path / "s4"), "--classnames", "--text-maps") == 2
+    assert "zero-shot classes are averages" in capsys.readouterr().err
 
 
 def test_explain_subsets_matches_one_call_per_image(tiny_model, tokenizer):

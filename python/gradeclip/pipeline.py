@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,11 +48,13 @@ from .distributed import Ranks, barrier, broadcast, init_ranks
 from .errors import InputError, StoreError
 from .explainer import Explainer
 from .loading import PRECISIONS, load
-from .store import ChunkBuffer, StoreWriter
+from .preprocessing import OPENAI_MEAN, OPENAI_STD
+from .store import OVERLAYS, ChunkBuffer, StoreWriter
 from .targets import Row, Targets
 from .zeroshot import classifier, templates
 
-PENDING_COMMITS = 2  # chunks waiting for the writer thread before the main loop waits
+PENDING_WRITES = 4  # overlay batches and chunks waiting for the writer thread before the main loop waits
+COLORMAPS = ("jet", "viridis", "turbo")
 
 
 @dataclass
@@ -73,6 +76,10 @@ class ExplainJob:
         top_k: zero-shot: how many predicted classes per image.
         method, options: the explanation method and its options (:meth:`Explainer.explain_image`).
         format, image_column, caption_column, label_column, key_column, images_root: how to read ``data``.
+        overlays: also write each map over its image as a PNG (SPEC §9), with ``alpha`` and
+            ``colormap`` (``jet``, ``viridis``, ``turbo``), on the image as the model saw it.
+        text_maps: also explain each pair's text (SPEC §3): word importances in the index, from
+            the text tower's last ``text_layers`` blocks (with the ``heads`` option, if given).
         shard_size: samples per chunk (the unit of commit and resume).
         precision: ``fp32``, ``fp16`` or ``bf16``.
         batch_size: images per model batch.
@@ -101,6 +108,11 @@ class ExplainJob:
     label_column: str | None = None
     key_column: str | None = None
     images_root: str | None = None
+    overlays: bool = False
+    alpha: float = 0.5
+    colormap: str = "jet"
+    text_maps: bool = False
+    text_layers: int = 8
     shard_size: int = 1024
     precision: str = "fp32"
     batch_size: int = 64
@@ -132,6 +144,12 @@ class ExplainJob:
             raise InputError(f"workers must be an integer ≥ 0, got {self.workers!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.text_maps and self.mode == "zeroshot":
+            raise InputError("text maps explain captions or given texts; zero-shot classes are averages of prompt templates")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.colormap not in COLORMAPS:
+            raise InputError(f"colormap must be one of {', '.join(COLORMAPS)}, got {self.colormap!r}")
 
 
 @dataclass
@@ -194,7 +212,41 @@ def _config(job: ExplainJob, source: Source, size: tuple[int, int]) -> dict[str,
         "input": source.fingerprint(),
         "input_size": list(size),
         "shard_size": job.shard_size,
+        "overlays": {"alpha": job.alpha, "colormap": job.colormap} if job.overlays else None,
+        "text_maps": _text_options(job),
     }
+
+
+def _text_options(job: ExplainJob) -> dict[str, Any] | None:
+    return {"n_layers": job.text_layers, "heads": job.options.get("heads", "single")} if job.text_maps else None
+
+
+@dataclass
+class Overlays:
+    """Writes overlay PNGs (SPEC §9) of maps on the images as the model saw them.
+
+    ``mean``/``std`` ``[3, 1, 1]``: the model's input normalisation, undone to get the pixels back.
+    """
+
+    root: Path
+    alpha: float
+    colormap: str
+    mean: Tensor
+    std: Tensor
+
+    def pixels(self, images: Tensor) -> np.ndarray:
+        """uint8 RGB ``[n, H, W, 3]`` of preprocessed images ``[n, 3, H, W]`` (exact for 8-bit inputs)."""
+        values = (images.detach().float().cpu() * self.std + self.mean) * 255
+        return np.ascontiguousarray(values.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+    def save(self, tasks: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+        """Write ``(path relative to the store, image [H, W, 3] uint8, raw map [h, w])`` overlays."""
+        from . import render
+
+        for folder in {(self.root / path).parent for path, _, _ in tasks}:
+            folder.mkdir(parents=True, exist_ok=True)
+        paths = [self.root / path for path, _, _ in tasks]
+        render.save_overlays(paths, [image for _, image, _ in tasks], [m.astype(np.float32) for _, _, m in tasks], self.alpha, self.colormap)  # type: ignore[arg-type]
 
 
 def _work(
@@ -291,12 +343,12 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
 
     if main:
         try:
+            _dry_run(explainer, job, size, ranks.device)
             writer.prepare(config, overwrite=job.overwrite, extra=extra)
             if writer.load_texts() is None:  # kept from an interrupted run otherwise
                 bank = _text_bank(job, explainer, job.progress)
                 if bank is not None:
                     writer.save_texts(bank.cpu().numpy())
-            _dry_run(explainer, job, size, ranks.device, writer.load_texts())
         except Exception as exc:  # tell the other ranks, so they stop instead of waiting
             broadcast(ranks, (f"{type(exc).__name__}: {exc}", None))
             raise
@@ -308,7 +360,14 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     texts = writer.load_texts()
     bank = None if texts is None else torch.from_numpy(texts).to(ranks.device)
     names = job.texts if job.mode == "texts" else job.classnames
-    targets = Targets(explainer, job.mode, names, bank, job.top_k, job.max_targets, job.method, job.options)
+    targets = Targets(explainer, job.mode, names, bank, job.top_k, job.max_targets, job.method, job.options, _text_options(job))
+    overlays = None
+    if job.overlays:
+        from open_clip import get_model_preprocess_cfg
+
+        cfg = get_model_preprocess_cfg(model)
+        mean, std = (torch.tensor(cfg.get(k, d)).view(3, 1, 1) for k, d in (("mean", OPENAI_MEAN), ("std", OPENAI_STD)))
+        overlays = Overlays(out, job.alpha, job.colormap, mean, std)
 
     dataset, units, todo, skipped = _work(source, job, ranks, writer.completed(), preprocess)
     if main and skipped:
@@ -326,21 +385,23 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     desc = f"rank 0/{ranks.world}" if ranks.distributed else "explain"
     bar = tqdm(total=todo, desc=desc, unit="img", disable=not (job.progress and main), dynamic_ncols=True, smoothing=0.05)
     buffers: dict[str, ChunkBuffer] = {}
-    commits: list[Future[None]] = []
+    pending: deque[Future[None]] = deque()
     count = 0
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradeclip-store") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradeclip-store") as pool:  # FIFO: overlays before their chunk
         for batch in loader:
             buffer = buffers.setdefault(batch.chunk, ChunkBuffer(batch.chunk))
-            _add(buffer, batch, targets, ranks.device)
+            drawings = _add(buffer, batch, targets, ranks.device, overlays)
+            if overlays is not None and drawings:
+                pending.append(pool.submit(overlays.save, drawings))
             count += len(batch.samples)
             bar.update(len(batch.samples))
             if batch.final:
-                commits.append(pool.submit(writer.commit, buffers.pop(batch.chunk), batch.unit_done))
-                while len(commits) > PENDING_COMMITS:
-                    commits.pop(0).result()
-        for future in commits:
-            future.result()
+                pending.append(pool.submit(writer.commit, buffers.pop(batch.chunk), batch.unit_done))
+            while len(pending) > PENDING_WRITES:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
     seconds = time.perf_counter() - started
     bar.close()
     if buffers:
@@ -350,28 +411,47 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     return RunSummary(samples=count, seconds=seconds, skipped_chunks=skipped, counts=counts)
 
 
-def _dry_run(explainer: Explainer, job: ExplainJob, size: tuple[int, int], device: torch.device, texts: np.ndarray | None) -> None:
-    """Explain one blank image, so a bad method, option or model fails before any work."""
-    target: Any = "a photo" if texts is None else torch.from_numpy(texts[:1]).to(device)
-    explainer.explain_image(torch.zeros(1, 3, *size, device=device), target, method=job.method, **job.options)
+def _dry_run(explainer: Explainer, job: ExplainJob, size: tuple[int, int], device: torch.device) -> None:
+    """Explain one blank image, so a bad method, option or model fails before the store is touched."""
+    blank = torch.zeros(1, 3, *size, device=device)
+    explainer.explain_image(blank, "a photo", method=job.method, **job.options)
+    text_options = _text_options(job)
+    if text_options is not None:
+        try:
+            explainer.explain_text(blank, ["a photo"], **text_options)
+        except InputError as exc:
+            raise InputError(f"text maps (text_layers={job.text_layers}): {exc}") from exc
 
 
-def _add(buffer: ChunkBuffer, batch: Batch, targets: Targets, device: torch.device) -> None:
-    """Explain a batch's decoded images and append every sample's rows to ``buffer``."""
+def _add(buffer: ChunkBuffer, batch: Batch, targets: Targets, device: torch.device, overlays: Overlays | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Explain a batch's decoded images and append every sample's rows to ``buffer``.
+
+    Returns, with ``overlays``, the overlays to write: ``(path in the store, image pixels, raw map)``.
+    """
+    draw = overlays is not None
     explained: dict[int, list[Row]] = {}
+    pixels: dict[int, np.ndarray] = {}
     if batch.images is not None:
         images = batch.images.to(device, non_blocking=True)
         explained = dict(zip(batch.decoded, targets.rows(images, [batch.samples[i] for i in batch.decoded])))
+        if overlays is not None:
+            pixels = dict(zip(batch.decoded, overlays.pixels(batch.images)))
+    drawings = []
     for i, sample in enumerate(batch.samples):
-        common = {"key": sample.key, "path": sample.path, "position": batch.first + i}
+        position = batch.first + i
+        common = {"key": sample.key, "path": sample.path, "position": position}
         if i in batch.errors:
             buffer.add(**common, status="error", error=batch.errors[i], label=sample.label)
             continue
         height, width = batch.sizes[i]
-        for row in explained[i]:
+        for k, row in enumerate(explained[i]):
             values = {"image_height": height, "image_width": width, "label": sample.label, **row.values}
+            if draw and row.map is not None:
+                values["overlay"] = f"{OVERLAYS}/{buffer.name}/{position:06d}-{k}.png"
+                drawings.append((values["overlay"], pixels[i], row.map))
             buffer.add(**common, map=row.map, **values)
     if batch.shard_error is not None:
         error = batch.shard_error
         name = Path(error.path).name
         buffer.add(key=name, path=error.path, position=batch.first + len(batch.samples), status="error", error=error.reason)
+    return drawings

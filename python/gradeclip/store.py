@@ -7,6 +7,7 @@ Layout of a store folder ``DIR``::
     DIR/maps/<chunk>.npy     raw grid maps of one chunk: a flat float16 array (np.load(mmap_mode="r"))
     DIR/parts/<chunk>.parquet  the index rows of one chunk; its presence marks the chunk complete
     DIR/texts.npy            the shared text (or class) embeddings [T, E] float32, when there are any
+    DIR/overlays/<chunk>/    overlay PNGs, when asked for
 
 A row's map is ``maps/<chunk>.npy[offset : offset + height * width].reshape(height, width)``.
 Every file is written under a temporary name (``*.tmp-<pid>-<random>``) and renamed when complete,
@@ -38,6 +39,7 @@ INDEX = "index.parquet"
 TEXTS = "texts.npy"
 MAPS = "maps"
 PARTS = "parts"
+OVERLAYS = "overlays"
 UNIT_DONE = b"gradeclip.unit_done"
 ROW_GROUP = 65536  # rows per row group of the merged index
 
@@ -59,6 +61,9 @@ INDEX_SCHEMA = pa.schema(
         ("width", pa.int32()),  # map grid width
         ("image_height", pa.int32()),  # the decoded source image's size
         ("image_width", pa.int32()),
+        ("overlay", pa.string()),  # the overlay PNG, relative to the store ("overlays/c0000000/000003-0.png")
+        ("words", pa.list_(pa.string())),  # the text's words (with --text-maps)
+        ("word_importance", pa.list_(pa.float32())),  # each word's importance, summing to 1 (or all 0)
         ("status", pa.string()),  # "ok" or "error"
         ("error", pa.string()),  # why the pair could not be explained
         ("chunk", pa.string()),  # the unit of work that wrote the row
@@ -106,7 +111,7 @@ def _now() -> str:
 
 
 def _short(value: Any, width: int = 120) -> str:
-    text = json.dumps(value)
+    text = json.dumps(value, sort_keys=True)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -119,9 +124,11 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _remove_temporaries(folder: Path) -> None:
+    """Delete what an interrupted write left: ``name.tmp-<pid>-<random>`` (ours) and
+    ``.name.<pid>-<n>.tmp`` (:func:`gradeclip.render.save_overlays`)."""
     if folder.is_dir():
         for path in folder.iterdir():
-            if ".tmp-" in path.name:
+            if ".tmp-" in path.name or (path.name.startswith(".") and path.name.endswith(".tmp")):
                 path.unlink(missing_ok=True)
 
 
@@ -161,7 +168,7 @@ class StoreWriter:
                     "Use another --out folder, or --overwrite to delete that store and start again."
                 )
         elif self.root.is_dir() and any(self.root.iterdir()):
-            ours = any((self.root / name).exists() for name in (INDEX, MAPS, PARTS, TEXTS))
+            ours = any((self.root / name).exists() for name in (INDEX, MAPS, PARTS, TEXTS, OVERLAYS))
             if not (ours and overwrite):
                 what = "a store without its manifest (an interrupted --overwrite?)" if ours else "files that are not a gradeclip store"
                 hint = " Use --overwrite to delete it." if ours else " Choose a new or empty folder."
@@ -169,7 +176,7 @@ class StoreWriter:
             self.clear()
         (self.root / MAPS).mkdir(parents=True, exist_ok=True)
         (self.root / PARTS).mkdir(exist_ok=True)
-        for folder in (self.root, self.root / MAPS, self.root / PARTS):
+        for folder in (self.root, self.root / MAPS, self.root / PARTS, *(self.root / OVERLAYS).glob("*")):
             _remove_temporaries(folder)
         if resumed:
             assert manifest is not None
@@ -184,7 +191,7 @@ class StoreWriter:
         """Delete the store's own files (the manifest last), leaving anything else in the folder."""
         (self.root / INDEX).unlink(missing_ok=True)
         (self.root / TEXTS).unlink(missing_ok=True)
-        for name in (PARTS, MAPS):
+        for name in (PARTS, MAPS, OVERLAYS):
             shutil.rmtree(self.root / name, ignore_errors=True)
         (self.root / MANIFEST).unlink(missing_ok=True)
 
@@ -373,19 +380,10 @@ class Store:
         """The map of ``row`` upsampled bilinearly (``align_corners=False``, SPEC §5) to ``size``
         ``(H, W)`` — by default the explained input's size — and, with ``normalize``, min-max
         normalised to [0, 1] (a constant map becomes zeros). Returns float32 ``[H, W]``."""
-        import torch
-        import torch.nn.functional as F
+        from . import render
 
-        if size is None:
-            size = tuple(self.manifest["config"]["input_size"])  # type: ignore[assignment]
-        grid = torch.from_numpy(self.map(row))
-        if normalize and grid.max() == grid.min():  # judged on the grid: interpolation adds rounding noise
-            return np.zeros(size, np.float32)
-        up = F.interpolate(grid[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
-        if normalize:
-            low, high = up.min(), up.max()
-            up = (up - low) / (high - low)
-        return up.numpy()
+        up = render.upsample(self.map(row)[None], tuple(self.manifest["config"]["input_size"]) if size is None else size)
+        return (render.normalize(up) if normalize else up)[0]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Each row's index columns as a dict, with its raw map (float32 ``[h, w]``, or None) under ``"map"``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Hashable
 
 import numpy as np
 import torch
@@ -24,28 +24,38 @@ class Row:
     map: np.ndarray | None = None
 
 
-def explain_subsets(
-    explainer: Explainer, images: Tensor, wanted: list[list[int]], bank: Tensor, max_targets: int, method: str, options: dict[str, Any]
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Explain image ``i`` against ``bank[wanted[i]]`` for every i.
-
-    Consecutive images are grouped while their union of wanted rows stays within
-    ``max(max_targets, the first image's count)``; each group is one ``explain_image`` call.
-
-    Returns, per image, ``(maps [k, h, w] float16, scores [k] float32, model_scores [k] float32)``
-    in the order of ``wanted[i]``.
-    """
-    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+def group(wanted: Sequence[Sequence[Hashable]], max_targets: int) -> list[tuple[int, int, list[Hashable]]]:
+    """Cut consecutive images into groups ``(start, stop, union)``: images ``start..stop-1`` and
+    the union of their wanted targets (first-seen order), which stays within
+    ``max(max_targets, number of the group's first image's targets)``."""
+    groups = []
     start = 0
     while start < len(wanted):
         union = list(dict.fromkeys(wanted[start]))
         limit = max(max_targets, len(union))
         stop = start + 1
         while stop < len(wanted):
-            merged = union + [t for t in dict.fromkeys(wanted[stop]) if t not in set(union)]
+            seen = set(union)
+            merged = union + [t for t in dict.fromkeys(wanted[stop]) if t not in seen]
             if len(merged) > limit:
                 break
             union, stop = merged, stop + 1
+        groups.append((start, stop, union))
+        start = stop
+    return groups
+
+
+def explain_subsets(
+    explainer: Explainer, images: Tensor, wanted: list[list[int]], bank: Tensor, max_targets: int, method: str, options: dict[str, Any]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Explain image ``i`` against ``bank[wanted[i]]`` for every i, one ``explain_image`` call per
+    :func:`group`.
+
+    Returns, per image, ``(maps [k, h, w] float16, scores [k] float32, model_scores [k] float32)``
+    in the order of ``wanted[i]``.
+    """
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for start, stop, union in group(wanted, max_targets):
         out = explainer.explain_image(images[start:stop], bank[union], method=method, **options)
         column = {t: j for j, t in enumerate(union)}
         for i in range(start, stop):
@@ -58,7 +68,22 @@ def explain_subsets(
                     out.model_scores[row, pick].float().cpu().numpy(),
                 )
             )
-        start = stop
+    return results
+
+
+def explain_words(
+    explainer: Explainer, images: Tensor, wanted: list[list[str]], max_targets: int, options: dict[str, Any]
+) -> list[list[list[tuple[str, float]]]]:
+    """Textual explanations (SPEC §3) of each image's texts ``wanted[i]`` against that image, one
+    ``explain_text`` call per :func:`group`. ``options``: ``n_layers``, ``heads``.
+
+    Returns, per image and per wanted text, ``[(word, importance), …]`` in caption order.
+    """
+    results: list[list[list[tuple[str, float]]]] = []
+    for start, stop, union in group(wanted, max_targets):
+        out = explainer.explain_text(images[start:stop], [str(t) for t in union], **options)
+        column = {t: j for j, t in enumerate(union)}
+        results += [[out.words(i - start, column[t]) for t in wanted[i]] for i in range(start, stop)]
     return results
 
 
@@ -74,6 +99,8 @@ class Targets:
         names: the shared texts or the class names (None for pairs).
         bank: their unit-norm embeddings ``[len(names), E]`` on the model's device (None for pairs).
         top_k, max_targets, method, options: see :class:`gradeclip.ExplainJob`.
+        text_options: ``explain_text`` options (``n_layers``, ``heads``) to add each pair's word
+            importances (columns ``words``, ``word_importance``); None for none.
     """
 
     explainer: Explainer
@@ -84,6 +111,7 @@ class Targets:
     max_targets: int
     method: str
     options: dict[str, Any]
+    text_options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.labels = LabelMatcher(self.names) if self.mode == "zeroshot" and self.names is not None else None
@@ -92,10 +120,27 @@ class Targets:
         """The rows of each sample (all decoded; ``images`` ``[n, 3, H, W]`` on the model's device),
         in the order the store keeps them."""
         if self.mode == "texts":
-            return self._texts(images)
-        if self.mode == "pairs":
-            return self._pairs(images, samples)
-        return self._zeroshot(images, samples)
+            rows = self._texts(images)
+        elif self.mode == "pairs":
+            rows = self._pairs(images, samples)
+        else:
+            rows = self._zeroshot(images, samples)
+        if self.text_options is not None:
+            self._add_words(images, rows)
+        return rows
+
+    def _add_words(self, images: Tensor, rows: list[list[Row]]) -> None:
+        """Add each explained row's word importances, computed per group of images."""
+        explained = [i for i, sample_rows in enumerate(rows) if any(r.map is not None for r in sample_rows)]
+        wanted = [[r.values["text"] for r in rows[i] if r.map is not None] for i in explained]
+        if not explained:
+            return
+        assert self.text_options is not None
+        words = explain_words(self.explainer, images[explained], wanted, self.max_targets, self.text_options)
+        for i, per_text in zip(explained, words):
+            for row, pairs in zip([r for r in rows[i] if r.map is not None], per_text):
+                row.values["words"] = [w for w, _ in pairs]
+                row.values["word_importance"] = [v for _, v in pairs]
 
     def _explain(self, images: Tensor, wanted: list[list[int]], bank: Tensor) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         return explain_subsets(self.explainer, images, wanted, bank, self.max_targets, self.method, self.options)

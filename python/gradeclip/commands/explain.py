@@ -65,6 +65,13 @@ def add_parser(subparsers: Any) -> None:
     method.add_argument("--n-layers", type=int, help="Grad-ECLIP: explain the last N blocks and sum their maps")
     method.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="any other method option (VALUE read as JSON, else as text); repeatable")
 
+    extra = p.add_argument_group("more outputs")
+    extra.add_argument("--overlays", action="store_true", help="also write each map over its image (as the model saw it) as a PNG in DIR/overlays/")
+    extra.add_argument("--alpha", type=float, default=0.5, help="overlay: weight of the colour map (default: 0.5)")
+    extra.add_argument("--colormap", choices=("jet", "viridis", "turbo"), default="jet", help="overlay colour map (default: jet)")
+    extra.add_argument("--text-maps", action="store_true", help="also explain each text: word importances in the index (columns words, word_importance)")
+    extra.add_argument("--text-layers", type=int, default=8, help="text maps: the text tower's last blocks explained (default: 8)")
+
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="DIR", help="the store folder (created; resumed if it holds the same run)")
     out.add_argument("--overwrite", action="store_true", help="replace a store made with another model, input or options")
@@ -124,6 +131,11 @@ def job_from_args(args: argparse.Namespace) -> Any:
         label_column=args.label_column,
         key_column=args.key_column,
         images_root=args.images_root,
+        overlays=args.overlays,
+        alpha=args.alpha,
+        colormap=args.colormap,
+        text_maps=args.text_maps,
+        text_layers=args.text_layers,
         shard_size=args.shard_size,
         precision=args.precision,
         batch_size=args.batch_size,
