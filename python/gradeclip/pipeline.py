@@ -127,16 +127,15 @@ class ExplainJob:
     @property
     def mode(self) -> str:
         """``texts``, ``zeroshot`` or ``pairs``."""
-        if self.texts is not None and self.classnames is not None:
-            raise InputError("give either texts or class names (zero-shot), not both")
         return "texts" if self.texts is not None else "zeroshot" if self.classnames is not None else "pairs"
 
     def check(self) -> None:
         """Raise :class:`InputError` for a setting out of range."""
-        self.mode  # noqa: B018 - raises on texts + classnames
+        if self.texts is not None and self.classnames is not None:
+            raise InputError("give either texts or class names (zero-shot), not both")
         if self.texts is not None and (not self.texts or any(not t.strip() for t in self.texts)):
             raise InputError("texts must be a non-empty list of non-empty strings")
-        for name in ("shard_size", "batch_size", "prefetch", "max_targets", "top_k"):
+        for name in ("shard_size", "batch_size", "prefetch", "max_targets", "top_k", "text_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
