@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: list[str] = ["eval"]
+COMMANDS = ["demo", "explain", "bench", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

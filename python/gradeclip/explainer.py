@@ -148,22 +148,30 @@ class Explainer:
                 :func:`gradeclip.native_preprocess` for ``resolution="native"``); H and W must be
                 multiples of the patch size. Moved to the model's device and dtype.
             texts: a string, a list of strings, token ids ``[T, L]`` or embeddings ``[T, E]``.
-            method: a registered method name (:func:`gradeclip.methods`).
-            **options: the method's options. Grad-ECLIP: ``heads`` (``"single"`` | ``"model"``),
-                ``spatial`` (``"loosened"`` | ``"softmax"`` | ``"none"``), ``qk_space``
-                (``"attention"`` | ``"out_proj"``), ``n_layers`` (≥ 1), ``per_head`` (bool).
+            method: a registered method name (:func:`gradeclip.methods`; ``docs/methods.md``).
+            **options: the method's options (its keyword-only parameters). Grad-ECLIP: ``heads``
+                (``"single"`` | ``"model"``), ``spatial`` (``"loosened"`` | ``"softmax"`` |
+                ``"none"``), ``qk_space`` (``"attention"`` | ``"out_proj"``), ``n_layers`` (≥ 1),
+                ``per_head`` (bool). Options listed in the method's ``text_options`` (e.g. CLIP
+                Surgery's ``redundant``) also take texts, which are encoded like ``texts``.
 
         Returns:
-            :class:`ImageExplanation` with ``maps`` ``[B, T, h, w]`` float32 and ``scores`` /
-            ``model_scores`` ``[B, T]`` float32.
+            :class:`ImageExplanation` with ``maps`` ``[B, T, h, w]`` float32 (token grid, or pixels
+            for pixel-based methods such as RISE), ``scores`` / ``model_scores`` ``[B, T]`` float32,
+            and ``text_specific`` False for methods whose map ignores the text.
         """
-        _, fn = get_method(method)
+        info, fn = get_method(method)
         check_option_names(method, fn, options)
         tower = self.image_tower
         targets, text_list = self.encode_texts(texts)
+        call_options = dict(options)
+        for name, default in info.text_options:
+            value = options.get(name, default if self.tokenizer is not None else None)
+            if value is not None:
+                call_options[name] = self._encode_option(name, value)
         with torch.inference_mode(False), evaluation_mode(self.model):
             images, targets = _outside_inference(images), _outside_inference(targets)
-            out = fn(tower, images, targets, **options)
+            out = fn(tower, images, targets, **call_options)
         return ImageExplanation(
             maps=out.maps,
             scores=out.scores,
@@ -174,6 +182,7 @@ class Explainer:
             image_size=(images.shape[-2], images.shape[-1]),
             resolution=out.resolution,
             extras=out.extras,
+            text_specific=info.text_specific,
         )
 
     def encode_images(self, images: Tensor) -> Tensor:
@@ -273,3 +282,16 @@ class Explainer:
         textual = self.explain_text(image, [text], n_layers=n_text_layers, heads=heads)
         visual = self.explain_image(image, [text], method="gradeclip", heads=heads, n_layers=n_layers)
         return PairExplanation(visual=visual, textual=textual)
+
+    def _encode_option(self, name: str, value: Any) -> Tensor:
+        """A text-valued option (a string, possibly empty, a list of strings, token ids or
+        embeddings ``[E]`` / ``[n, E]``) → unit-norm float32 embeddings ``[n, E]``."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, Tensor):
+            return self.encode_texts(value.unsqueeze(0) if value.ndim == 1 else value)[0]
+        if not isinstance(value, Sequence) or not value or not all(isinstance(v, str) for v in value):
+            raise InputError(f"option {name!r} takes a text, a list of texts, token ids or embeddings, got {type(value).__name__}")
+        if self.tokenizer is None:
+            raise InputError(f"option {name!r} was given as text but the Explainer has no tokenizer; pass tokenizer= or an embedding")
+        return self._encode_tokens(self.tokenizer(list(value)).to(self.image_tower.device))

@@ -27,8 +27,9 @@ import numpy as np
 
 from . import _native
 from .errors import InputError
+from .text_render import text_html, text_png
 
-__all__ = ["colorize", "encode_png", "normalize", "overlay", "save_overlays", "upsample"]
+__all__ = ["colorize", "encode_png", "normalize", "overlay", "save_overlays", "text_html", "text_png", "upsample"]
 
 Colormap = Literal["jet", "viridis", "turbo"]
 Compression = Literal["fastest", "fast", "balanced", "high"]

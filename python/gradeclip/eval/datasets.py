@@ -253,11 +253,12 @@ def _read_table(path: Path) -> dict[str, list[object]]:
     if not path.is_file():
         raise InputError(f"caption table {os.fspath(path)!r} does not exist")
     if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
         try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
-            raise InputError("reading parquet needs pyarrow (pip install pyarrow)") from exc
-        return pq.read_table(path).to_pydict()
+            return pq.read_table(path).to_pydict()
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read parquet table {os.fspath(path)!r}: {exc}") from exc
     if suffix not in (".csv", ".tsv", ".txt"):
         raise InputError(f"caption table must be .csv, .tsv, .txt or .parquet, got {os.fspath(path)!r}")
     with open(path, newline="", encoding="utf-8") as f:

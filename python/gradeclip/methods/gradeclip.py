@@ -173,7 +173,7 @@ def grad_eclip(
     qk_space: str = "attention",
     n_layers: int = 1,
     per_head: bool = False,
-) -> GradEclipResult:
+) -> MethodOutput:
     """Grad-ECLIP maps of ``inputs`` against unit-norm ``targets`` ``[T, E]`` (SPEC §2).
 
     Returns a :class:`MethodOutput` with ``maps`` ``[B, T, *grid]`` over the tower's map keys and,
