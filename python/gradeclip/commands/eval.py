@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..errors import GradeclipError, InputError
@@ -118,26 +117,6 @@ def add_parser(subparsers: Any) -> None:
     table.set_defaults(run=run)
 
 
-def _lines(path: str) -> list[str]:
-    try:
-        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as exc:
-        raise InputError(f"cannot read {path!r}: {exc}") from exc
-
-
-def _templates(choice: str) -> list[Any]:
-    import open_clip
-
-    if choice == "openai":
-        return list(open_clip.OPENAI_IMAGENET_TEMPLATES)
-    if choice == "simple":
-        return list(open_clip.SIMPLE_IMAGENET_TEMPLATES)
-    templates = _lines(choice)
-    if not templates or any("{}" not in t for t in templates):
-        raise InputError(f"{choice!r}: every template line needs a '{{}}' for the class name")
-    return templates
-
-
 def run(args: argparse.Namespace) -> int:
     """Run one ``gradeclip eval`` task; prints the summary table. Returns the exit status."""
     try:
@@ -149,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .. import eval as evaluation
+    from ..zeroshot import read_lines, templates
 
     if args.eval_command == "table":
         print(evaluation.summary_table([evaluation.load_result(p) for p in args.results]))
@@ -192,8 +172,8 @@ def _run(args: argparse.Namespace) -> int:
     explain_options: dict[str, Any] = dict(
         tokenizer=tokenizer,
         options=dict(args.option),
-        class_names=_lines(args.class_names) if args.class_names else None,
-        templates=_templates(args.templates),
+        class_names=read_lines(args.class_names) if args.class_names else None,
+        templates=templates(args.templates),
         resolution=args.resolution,
         max_short_side=args.max_short_side,
         explain_batch_size=args.explain_batch_size,

@@ -14,7 +14,6 @@ position, which also names its deletion fill stream, so results do not depend on
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -24,11 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..data.samples import IMAGE_EXTENSIONS
+from ..data.table import CAPTION_COLUMNS, IMAGE_COLUMNS, TABLE_SUFFIXES, read_table
 from ..errors import InputError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
-IMAGE_COLUMNS = ("image", "filepath", "file", "path", "image_path", "filename", "file_name")
-CAPTION_COLUMNS = ("caption", "text", "title", "sentence", "raw")
 MASK_FORMATS = ("auto", "binary", "imagenet-s")
 #: ImageNet-S class ids that are not an object: 0 = background, 1000 = ignored
 IMAGENET_S_NOT_OBJECT = (0, 1000)
@@ -88,7 +86,7 @@ def load_mask(path: str | os.PathLike[str], mask_format: str = "auto") -> np.nda
 def _image_files(root: Path) -> list[Path]:
     if not root.is_dir():
         raise InputError(f"{os.fspath(root)!r} is not a folder")
-    files = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    files = [p for p in root.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS and p.is_file()]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -185,7 +183,7 @@ class ImageFolder(_Samples):
         self.root = Path(root)
         files = _image_files(self.root)
         if not files:
-            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {os.fspath(self.root)!r}")
+            raise InputError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {os.fspath(self.root)!r}")
         labels, self.class_folders, self.class_names = _class_labels(self.root, files, class_index)
         self.samples = [
             Sample(index=i, key=p.relative_to(self.root).as_posix(), image=p, label=label)
@@ -200,11 +198,11 @@ class CaptionTable(_Samples):
     """An image–caption table: one row per caption (CSV, TSV or parquet).
 
     Args:
-        path: ``.csv``, ``.tsv`` / ``.txt`` (tab-separated) or ``.parquet`` (needs pyarrow).
+        path: ``.csv``, ``.tsv`` or ``.parquet``, read as ``gradeclip explain`` reads tables
+            (:func:`gradeclip.data.table.read_table`).
         image_root: folder the image paths are relative to (default: the table's folder).
         image_column, caption_column: column names (default: the first present of
-            ``image, filepath, file, path, image_path, filename, file_name`` and
-            ``caption, text, title, sentence, raw``).
+            :data:`gradeclip.data.table.IMAGE_COLUMNS` and :data:`~gradeclip.data.table.CAPTION_COLUMNS`).
 
     ``images`` lists the distinct images in first-seen order; ``image_of[i]`` is the position in
     ``images`` of row ``i``'s image, so rows sharing an image are each other's ground truth.
@@ -230,9 +228,9 @@ class CaptionTable(_Samples):
         self.image_of: list[int] = []
         self.samples = []
         for i, (key, caption) in enumerate(zip(keys, captions)):
+            if key is None or caption is None or not str(caption).strip():
+                raise InputError(f"{os.fspath(self.path)!r} row {i}: missing image path or empty caption")
             key, caption = str(key), str(caption)
-            if not caption.strip():
-                raise InputError(f"{os.fspath(self.path)!r} row {i}: empty caption")
             if key not in position:
                 position[key] = len(self.images)
                 self.images.append(key)
@@ -249,23 +247,12 @@ class CaptionTable(_Samples):
 
 
 def _read_table(path: Path) -> dict[str, list[object]]:
-    suffix = path.suffix.lower()
+    """The table's columns as lists (``gradeclip.data``'s reader: CSV/TSV as text, or parquet)."""
     if not path.is_file():
         raise InputError(f"caption table {os.fspath(path)!r} does not exist")
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(path).to_pydict()
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read parquet table {os.fspath(path)!r}: {exc}") from exc
-    if suffix not in (".csv", ".tsv", ".txt"):
-        raise InputError(f"caption table must be .csv, .tsv, .txt or .parquet, got {os.fspath(path)!r}")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="," if suffix == ".csv" else "\t")
-        rows = list(reader)
-        fields = reader.fieldnames or []
-    return {name: [row[name] for row in rows] for name in fields}
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise InputError(f"caption table must be {', '.join(TABLE_SUFFIXES)}, got {os.fspath(path)!r}")
+    return read_table(path).to_pydict()
 
 
 def _pick_column(columns: dict[str, list[object]], given: str | None, candidates: tuple[str, ...], what: str, path: Path) -> str:

@@ -138,7 +138,8 @@ def encode_images(model: nn.Module, pixels: Tensor, batch_size: int) -> Tensor:
 
 
 def encode_texts(model: nn.Module, tokenizer: Callable[[list[str]], Tensor], texts: Sequence[str]) -> Tensor:
-    """Unit-norm float32 text embeddings ``[T, E]`` (CPU)."""
+    """Unit-norm float32 text embeddings ``[T, E]`` (CPU). Unlike ``Explainer.encode_texts`` it
+    accepts the empty text, which word insertion starts from."""
     device, _ = model_device(model)
     out = []
     with torch.no_grad(), evaluation_mode(model):
@@ -148,19 +149,20 @@ def encode_texts(model: nn.Module, tokenizer: Callable[[list[str]], Tensor], tex
     return torch.cat(out)
 
 
-def render_template(template: Callable[[str], str] | str, name: str) -> str:
-    """A prompt template applied to a class name: a callable (open_clip's) or a ``{}`` format string."""
-    return template(name) if callable(template) else template.format(name)
+def template_text(template: Callable[[str], str] | str) -> str:
+    """A prompt template as text with ``{}`` where the class name goes (open_clip's templates are callables)."""
+    return template if isinstance(template, str) else template("{}")
 
 
 class ZeroShotClassifier:
-    """Zero-shot classification by prompt ensembling (open_clip's recipe): each class's weight is
-    the normalised mean of its normalised prompt embeddings.
+    """Zero-shot classification by prompt ensembling (open_clip's recipe, built by
+    :func:`gradeclip.zeroshot.classifier`): each class's weight is the normalised mean of its
+    normalised prompt embeddings.
 
     Args:
         model, tokenizer: the model and its tokenizer.
         class_names: names in label order (default ``open_clip.IMAGENET_CLASSNAMES``).
-        templates: callables or ``{}`` format strings (default ``open_clip.OPENAI_IMAGENET_TEMPLATES``).
+        templates: callables or strings with ``{}`` for the name (default ``open_clip.OPENAI_IMAGENET_TEMPLATES``).
     """
 
     metrics = ("top1", "top5")
@@ -174,24 +176,19 @@ class ZeroShotClassifier:
         progress: bool = False,
     ):
         import open_clip
-        from tqdm.auto import tqdm
+
+        from ..zeroshot import classifier
 
         self.class_names = list(open_clip.IMAGENET_CLASSNAMES if class_names is None else class_names)
-        self.templates = list(open_clip.OPENAI_IMAGENET_TEMPLATES if templates is None else templates)
-        if not self.class_names or not self.templates:
-            raise InputError("zero-shot classification needs at least one class name and one template")
-        weights = []
-        for name in tqdm(self.class_names, desc="class prompts", disable=not progress, leave=False):
-            prompts = encode_texts(model, tokenizer, [render_template(t, name) for t in self.templates])
-            weights.append(F.normalize(prompts.mean(dim=0), dim=-1))
-        self.weights = torch.stack(weights)
+        self.templates = [template_text(t) for t in (open_clip.OPENAI_IMAGENET_TEMPLATES if templates is None else templates)]
+        self.weights = classifier(Explainer(model, tokenizer), self.class_names, self.templates, progress=progress).float().cpu()
 
     def describe(self) -> dict[str, Any]:
         return {
             "scorer": "classification",
             "classes": len(self.class_names),
             "class_names_sha1": settings_key({"names": self.class_names}),
-            "templates": [render_template(t, "{}") for t in self.templates],
+            "templates": self.templates,
         }
 
     def text_embeddings(self, targets: Sequence[int]) -> Tensor:
