@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo", "explain", "bench"]
+COMMANDS = ["demo", "explain", "bench", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:
