@@ -217,6 +217,8 @@ def test_classifier_api_errors():
     explainer = gradeclip.Explainer(model)
     with pytest.raises(gradeclip.InputError, match="explain_classes"):
         explainer.explain_image(torch.randn(1, 3, 32, 32), F.normalize(torch.randn(1, 10), dim=-1))
+    with pytest.raises(gradeclip.InputError, match="method='gradeclip' only"):
+        explainer.explain_classes(torch.randn(1, 3, 32, 32), [1], method="rollout")
     with pytest.raises(gradeclip.InputError, match=r"0\.\.9"):
         explainer.explain_classes(torch.randn(1, 3, 32, 32), [10])
     with pytest.raises(gradeclip.UnsupportedModelError, match="no text tower"):

@@ -9,6 +9,7 @@ from .errors import (
     GradeclipError,
     InputError,
     ModelLoadError,
+    StoreError,
     UnknownMethodError,
     UnsupportedModelError,
 )
@@ -16,7 +17,9 @@ from .explainer import Explainer
 from .loading import load
 from .methods import MethodInfo, methods
 from .preprocessing import native_preprocess
+from .pipeline import ExplainJob, explain_dataset
 from .results import ImageExplanation, PairExplanation, TextExplanation
+from .store import Store
 
 try:
     __version__ = version("gradeclip")
@@ -33,6 +36,7 @@ def build_info() -> dict[str, object]:
 
 __all__ = [
     "BackendUnavailableError",
+    "ExplainJob",
     "Explainer",
     "GradeclipError",
     "ImageExplanation",
@@ -40,11 +44,14 @@ __all__ = [
     "MethodInfo",
     "ModelLoadError",
     "PairExplanation",
+    "Store",
+    "StoreError",
     "TextExplanation",
     "UnknownMethodError",
     "UnsupportedModelError",
     "__version__",
     "build_info",
+    "explain_dataset",
     "load",
     "methods",
     "native_preprocess",

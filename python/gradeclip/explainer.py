@@ -160,14 +160,17 @@ class Explainer:
                 :func:`gradeclip.native_preprocess` for ``resolution="native"``); H and W must be
                 multiples of the patch size. Moved to the model's device and dtype.
             texts: a string, a list of strings, token ids ``[T, L]`` or embeddings ``[T, E]``.
-            method: a registered method name (:func:`gradeclip.methods`).
-            **options: the method's options. Grad-ECLIP: ``heads`` (``"single"`` | ``"model"``),
-                ``spatial`` (``"loosened"`` | ``"softmax"`` | ``"none"``), ``qk_space``
-                (``"attention"`` | ``"out_proj"``), ``n_layers`` (≥ 1), ``per_head`` (bool).
+            method: a registered method name (:func:`gradeclip.methods`; ``docs/methods.md``).
+            **options: the method's options (its keyword-only parameters). Grad-ECLIP: ``heads``
+                (``"single"`` | ``"model"``), ``spatial`` (``"loosened"`` | ``"softmax"`` |
+                ``"none"``), ``qk_space`` (``"attention"`` | ``"out_proj"``), ``n_layers`` (≥ 1),
+                ``per_head`` (bool). Options listed in the method's ``text_options`` (e.g. CLIP
+                Surgery's ``redundant``) also take texts, which are encoded like ``texts``.
 
         Returns:
-            :class:`ImageExplanation` with ``maps`` ``[B, T, h, w]`` float32 and ``scores`` /
-            ``model_scores`` ``[B, T]`` float32.
+            :class:`ImageExplanation` with ``maps`` ``[B, T, h, w]`` float32 (token grid, or pixels
+            for pixel-based methods such as RISE), ``scores`` / ``model_scores`` ``[B, T]`` float32,
+            and ``text_specific`` False for methods whose map ignores the text.
         """
         if self.image_tower.score == "logit":
             raise InputError(f"{self.image_tower.description} is an image classifier: explain its classes with explain_classes")
@@ -184,7 +187,8 @@ class Explainer:
         Args:
             images: float tensor ``[B, 3, H, W]`` at the classifier's input size, preprocessed.
             classes: a class index or a list of them (T classes), each in ``0..num_classes-1``.
-            method, **options: as for :meth:`explain_image`.
+            method: ``"gradeclip"`` (the baselines explain cosine scores, not logits).
+            **options: Grad-ECLIP's options, as for :meth:`explain_image`.
 
         Returns:
             :class:`ImageExplanation` with ``maps`` ``[B, T, h, w]``, ``scores`` / ``model_scores``
@@ -194,6 +198,8 @@ class Explainer:
         tower = self.image_tower
         if tower.score != "logit":
             raise InputError(f"explain_classes needs an image classifier; {tower.description} is explained against texts (explain_image)")
+        if method != "gradeclip":  # the baselines score cosines; only Grad-ECLIP is wired to class logits
+            raise InputError(f"explain_classes explains class logits with method='gradeclip' only, got {method!r}")
         labels = [classes] if isinstance(classes, int) else list(classes)
         if not labels or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < tower.embed_dim for c in labels):
             raise InputError(f"classes must be one or more class indices in 0..{tower.embed_dim - 1}, got {classes!r}")
@@ -209,12 +215,17 @@ class Explainer:
         texts: list[str] | None = None,
         classes: list[int] | None = None,
     ) -> ImageExplanation:
-        _, fn = get_method(method)
+        info, fn = get_method(method)
         check_option_names(method, fn, options)
         tower = self.image_tower
+        call_options = dict(options)
+        for name, default in info.text_options:
+            value = options.get(name, default if self.tokenizer is not None else None)
+            if value is not None:
+                call_options[name] = self._encode_option(name, value)
         with torch.inference_mode(False), evaluation_mode(self.model):
             images, targets = _outside_inference(images), _outside_inference(targets)
-            out = fn(tower, images, targets, **options)
+            out = fn(tower, images, targets, **call_options)
         return ImageExplanation(
             maps=out.maps,
             scores=out.scores,
@@ -226,6 +237,7 @@ class Explainer:
             resolution=out.resolution,
             extras=out.extras,
             classes=classes,
+            text_specific=info.text_specific,
         )
 
     def encode_images(self, images: Tensor) -> Tensor:
@@ -344,3 +356,16 @@ class Explainer:
         textual = self.explain_text(image, [text], n_layers=n_text_layers, heads=heads)
         visual = self.explain_image(image, [text], method="gradeclip", heads=heads, n_layers=n_layers)
         return PairExplanation(visual=visual, textual=textual)
+
+    def _encode_option(self, name: str, value: Any) -> Tensor:
+        """A text-valued option (a string, possibly empty, a list of strings, token ids or
+        embeddings ``[E]`` / ``[n, E]``) → unit-norm float32 embeddings ``[n, E]``."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, Tensor):
+            return self.encode_texts(value.unsqueeze(0) if value.ndim == 1 else value)[0]
+        if not isinstance(value, Sequence) or not value or not all(isinstance(v, str) for v in value):
+            raise InputError(f"option {name!r} takes a text, a list of texts, token ids or embeddings, got {type(value).__name__}")
+        if self.tokenizer is None:
+            raise InputError(f"option {name!r} was given as text but the Explainer has no tokenizer; pass tokenizer= or an embedding")
+        return self._encode_tokens(self.tokenizer(list(value)).to(self.image_tower.device))

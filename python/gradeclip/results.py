@@ -30,6 +30,8 @@ class ImageExplanation:
         resolution: ``"tokens"`` or ``"pixels"``.
         extras: method-specific tensors (Grad-ECLIP ``per_head=True``: ``"head_maps"``
             ``[B, T, H, h, w]``).
+        text_specific: False for text-agnostic methods (``raw_attention``, ``rollout``): their map
+            ignores the text, so ``maps[:, t]`` is the same for every t.
         classes: the class indices explained (:meth:`Explainer.explain_classes`; then ``scores``
             and ``model_scores`` are logits), else None.
     """
@@ -43,6 +45,7 @@ class ImageExplanation:
     image_size: tuple[int, int]
     resolution: str = "tokens"
     extras: dict[str, Tensor] = field(default_factory=dict)
+    text_specific: bool = True
     classes: list[int] | None = None
 
     @property

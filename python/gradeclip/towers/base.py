@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..attention import attend
-from ..errors import InputError
+from ..errors import InputError, UnsupportedModelError
 from .blocks import AttentionBlock, ExplainedAttention
 
 
@@ -93,6 +93,15 @@ class TokenTower(ABC):
     def _parameter(self) -> Tensor:
         return next(self.blocks[-1].module.parameters())
 
+    def token_head(self, z: Tensor) -> Tensor:
+        """The head applied to every token: final tokens ``[..., D]`` → ``[..., E]`` in the embedding space.
+
+        Dense (per-patch) methods such as MaskCLIP and CLIP Surgery project every token the way the
+        query token is projected. Towers whose head is not per-token (attention poolers) raise
+        :class:`UnsupportedModelError`.
+        """
+        raise UnsupportedModelError(f"{self.description}: the head is not a per-token projection, so dense per-token features are undefined")
+
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the tower computes in."""
@@ -109,6 +118,24 @@ class TokenTower(ABC):
             assert isinstance(block, AttentionBlock)
             x = block.forward(x, attn_mask, self.batch_first)
         return x
+
+    def run_blocks_with_attention(
+        self, x: Tensor, blocks: list[ExplainedAttention], attn_mask: Tensor | None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Run ``blocks`` on batch-first ``x`` ``[B, L, D]`` with the model's heads, recomputed from the
+        blocks' own weights so that each block's attention probabilities are available.
+
+        Returns ``(x_out [B, L, D], probs)`` with ``probs[j]`` ``[B, H, L, L]`` float32, block ``j``'s
+        softmax attention (rows = queries). Differentiable: under autograd, ``probs[j]`` lie on the
+        path from ``x`` to ``x_out``, so gradients with respect to them are the model's.
+        """
+        probs = []
+        for block in blocks:
+            q, k, v = block.qkv(x)
+            o, p = attend(q, k, v, block.heads, attn_mask)
+            x = block.finish(x, o)
+            probs.append(p)
+        return x, probs
 
     def encode(self, inputs: Any) -> Tensor:
         """The unmodified model's embedding ``[B, E]`` (unnormalised) of ``inputs``: the model's own

@@ -82,22 +82,44 @@ class ExplainedAttention(ABC):
     def out_proj(self, o: Tensor) -> Tensor:
         """The attention's output projection on ``[..., D]`` (used by ``qk_space="out_proj"``)."""
 
+    # What only residual self-attention blocks have. Methods that need it (the baselines that
+    # re-run blocks, dense per-token features) get a typed refusal from an attention pooler.
+    def _not_a_block(self, what: str) -> UnsupportedModelError:
+        return UnsupportedModelError(
+            f"{type(self).__name__}: the explained attention is an attention pooler, not a residual self-attention "
+            f"block, so it has no {what}; this method needs self-attention blocks"
+        )
 
-class AttentionBlock(ExplainedAttention):
-    """A residual self-attention block (batch-first tensors ``[B, L, D]``)."""
-
-    @abstractmethod
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``x`` ``[..., L, D]`` (the block's input) → ``q, k, v`` each ``[..., L, D]``."""
+        raise self._not_a_block("self-attention q, k, v")
 
-    @abstractmethod
+    def attention_update(self, o: Tensor) -> Tensor:
+        """What the attention branch adds to the residual stream, from ``o`` ``[..., D]``."""
+        raise self._not_a_block("residual attention update")
+
     def finish(self, x: Tensor, o: Tensor) -> Tensor:
         """The per-token rest of the block from its input ``x`` and attention output ``o`` (both
         ``[..., D]``, before the output projection); returns the block's output token, same shape."""
+        raise self._not_a_block("per-token rest of a block")
 
-    @abstractmethod
     def forward(self, x: Tensor, attn_mask: Tensor | None, batch_first: bool) -> Tensor:
         """The model's own block forward on batch-first ``x`` ``[B, L, D]``."""
+        raise self._not_a_block("block forward")
+
+
+class AttentionBlock(ExplainedAttention):
+    """A residual self-attention block (batch-first tensors ``[B, L, D]``): implements ``qkv``,
+    ``finish`` and ``forward`` (and ``attention_update`` where the block is pre-norm)."""
+
+    @abstractmethod
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
+
+    @abstractmethod
+    def finish(self, x: Tensor, o: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def forward(self, x: Tensor, attn_mask: Tensor | None, batch_first: bool) -> Tensor: ...
 
     def query_qkv(self, x: Tensor, query: Tensor | None, attn_mask: Tensor | None) -> QueryQKV:
         if query is None:
@@ -152,12 +174,17 @@ class BlockAdapter(AttentionBlock):
         """The attention's output projection ``o W_oᵀ + b_o`` on ``[..., D]``."""
         return self.attn.out_proj(o)
 
+    def attention_update(self, o: Tensor) -> Tensor:
+        """What the attention branch adds to the residual stream: ``ls1(o W_oᵀ + b_o)`` on ``[..., D]``
+        (``ls1`` is the layer scale, identity where the model has none)."""
+        return self.block.ls_1(self.out_proj(o))
+
     def finish(self, x: Tensor, o: Tensor) -> Tensor:
         """The per-token rest of the block: ``y = x + ls1(o W_o + b_o)``, ``z = y + ls2(mlp(ln_2(y)))``.
 
         ``x`` and ``o`` share a shape ``[..., D]``; returns ``z`` of that shape.
         """
-        y = x + self.block.ls_1(self.out_proj(o))
+        y = x + self.attention_update(o)
         return y + self.block.ls_2(self.block.mlp(self.block.ln_2(y)))
 
     def forward(self, x: Tensor, attn_mask: Tensor | None, batch_first: bool) -> Tensor:

@@ -48,6 +48,10 @@ class BlipVision(ImageTower):
         return TokenBatch(x, None, query, torch.arange(1, n + 1, device=x.device), None, grid)
 
     def head(self, z: Tensor) -> Tensor:
+        return self.token_head(z)
+
+    def token_head(self, z: Tensor) -> Tensor:
+        """``post_layernorm`` then ``vision_proj`` on any ``[..., D]`` → ``[..., E]``."""
         return self.model.vision_proj(self.vision.post_layernorm(z))
 
 

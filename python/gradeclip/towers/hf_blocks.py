@@ -53,8 +53,11 @@ class PreNormBlock(AttentionBlock):
         a = self.attn
         return a.projection(o) if hasattr(a, "projection") else a.out_proj(o)
 
+    def attention_update(self, o: Tensor) -> Tensor:
+        return self.out_proj(o)
+
     def finish(self, x: Tensor, o: Tensor) -> Tensor:
-        y = x + self.out_proj(o)
+        y = x + self.attention_update(o)
         return y + self.layer.mlp(self.layer.layer_norm2(y))
 
     def forward(self, x: Tensor, attn_mask: Tensor | None, batch_first: bool) -> Tensor:
@@ -79,6 +82,9 @@ class PostNormBertBlock(AttentionBlock):
 
     def out_proj(self, o: Tensor) -> Tensor:
         return self.layer.attention.output.dense(o)
+
+    def attention_update(self, o: Tensor) -> Tensor:
+        raise UnsupportedModelError("a post-norm BERT layer normalises after the residual sum: its attention update is not additive")
 
     def finish(self, x: Tensor, o: Tensor) -> Tensor:
         out = self.layer.attention.output

@@ -59,6 +59,10 @@ class HFClipVision(ImageTower):
         return TokenBatch(x, None, query, torch.arange(1, n + 1, device=x.device), None, grid)
 
     def head(self, z: Tensor) -> Tensor:
+        return self.token_head(z)
+
+    def token_head(self, z: Tensor) -> Tensor:
+        """``post_layernorm`` then ``visual_projection`` on any ``[..., D]`` → ``[..., E]``."""
         return self.model.visual_projection(self.vision.post_layernorm(z))
 
 

@@ -73,10 +73,17 @@ class TimmBlockAdapter(AttentionBlock):
         from timm.layers.pos_embed_sincos import apply_rot_embed_cat
 
         batch, length, width = t.shape
+        cells = self.rope.shape[-2]
+        if length == self.prefix + cells:  # the full sequence: the prefix tokens are not rotated
+            prefix = self.prefix
+        elif length == cells:  # the patch tokens alone (dense per-patch methods)
+            prefix = 0
+        else:
+            raise UnsupportedModelError(f"rotary embedding for {cells} patches cannot rotate a sequence of {length} tokens")
         th = t.reshape(batch, length, self.heads, width // self.heads).transpose(1, 2)  # [B, H, L, d]
         half = getattr(self.attn, "rotate_half", False)
-        rotated = apply_rot_embed_cat(th[:, :, self.prefix :], self.rope, half=half).type_as(th)
-        th = torch.cat([th[:, :, : self.prefix], rotated], dim=2)
+        rotated = apply_rot_embed_cat(th[:, :, prefix:], self.rope, half=half).type_as(th)
+        th = torch.cat([th[:, :, :prefix], rotated], dim=2)
         return th.transpose(1, 2).reshape(batch, length, width)
 
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -95,6 +102,20 @@ class TimmBlockAdapter(AttentionBlock):
     def out_proj(self, o: Tensor) -> Tensor:
         return self.attn.proj(o)
 
+    def attention_update(self, o: Tensor) -> Tensor:
+        """What the attention branch adds to the residual stream: inner norm → ``proj`` → layer scale
+        (post-norm EVA: → ``norm1``). Refused for gated attention, whose gate depends on the input."""
+        b, a = self.block, self.attn
+        if getattr(a, "gate", None) is not None:
+            raise UnsupportedModelError("a gated attention's update depends on the block input, not only on o")
+        return self._update(a.proj(a.norm(o)))
+
+    def _update(self, out: Tensor) -> Tensor:
+        b = self.block
+        if self.post_norm:
+            return b.norm1(out)
+        return _scaled(out, b.gamma_1) if self.is_eva else b.ls1(out)
+
     def finish(self, x: Tensor, o: Tensor) -> Tensor:
         """``o`` (the attention output, heads concatenated) → inner norm → gate → ``proj`` → layer
         scale → residual; then the MLP half of the block. Shapes ``[..., D]``."""
@@ -102,14 +123,11 @@ class TimmBlockAdapter(AttentionBlock):
         out = a.norm(o)
         if getattr(a, "gate", None) is not None:
             out = out * a.gate(x if self.post_norm else b.norm1(x)).sigmoid()
-        out = a.proj(out)
+        y = x + self._update(a.proj(out))
         if self.post_norm:
-            y = x + b.norm1(out)
             return y + b.norm2(b.mlp(y))
         if self.is_eva:
-            y = x + _scaled(out, b.gamma_1)
             return y + _scaled(b.mlp(b.norm2(y)), b.gamma_2)
-        y = x + b.ls1(out)
         return y + b.ls2(b.mlp(b.norm2(y)))
 
     def forward(self, x: Tensor, attn_mask: Tensor | None, batch_first: bool) -> Tensor:

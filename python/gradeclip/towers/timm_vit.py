@@ -145,6 +145,13 @@ class TimmViT(ImageTower):
     def head(self, z: Tensor) -> Tensor:
         return self._after_pool(self.trunk.norm(z))
 
+    def token_head(self, z: Tensor) -> Tensor:
+        """Class-token towers: the trunk's norm, ``fc_norm``, ``head`` and open_clip's projection are
+        per-token, so any ``[..., D]`` → ``[..., E]``. Map-head towers have no per-token head."""
+        if self.pooler is not None:
+            return super().token_head(z)
+        return self.head(z)
+
     def readout(self, x: Tensor, o: Tensor, batch: TokenBatch) -> Tensor:
         if self.pooler is None:
             return super().readout(x, o, batch)
