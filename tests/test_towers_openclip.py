@@ -118,3 +118,10 @@ def test_coca_cascade_pooling_is_refused():
     model = tiny_clip(attentional_pool="cascade", attn_pooler_queries=4, attn_pooler_heads=4)
     with pytest.raises(gradeclip.UnsupportedModelError, match="cascade"):
         image_tower(model)
+
+
+@pytest.mark.parametrize("method", ["rollout", "maskclip"])
+def test_block_methods_refuse_an_attention_pooler(resnet, method):
+    """Baselines that re-run self-attention blocks say plainly that a pooler tower has none."""
+    with pytest.raises(gradeclip.UnsupportedModelError, match="attention pooler"):
+        gradeclip.Explainer(resnet).explain_image(torch.randn(1, 3, 96, 96), F.normalize(torch.randn(1, 32), dim=-1), method=method)

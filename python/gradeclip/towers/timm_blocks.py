@@ -105,7 +105,7 @@ class TimmBlockAdapter(AttentionBlock):
     def attention_update(self, o: Tensor) -> Tensor:
         """What the attention branch adds to the residual stream: inner norm → ``proj`` → layer scale
         (post-norm EVA: → ``norm1``). Refused for gated attention, whose gate depends on the input."""
-        b, a = self.block, self.attn
+        a = self.attn
         if getattr(a, "gate", None) is not None:
             raise UnsupportedModelError("a gated attention's update depends on the block input, not only on o")
         return self._update(a.proj(a.norm(o)))
