@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo", "explain", "bench", "eval"]
+COMMANDS = ["demo", "explain", "bench", "eval", "coverage"]
 
 
 def build_parser() -> argparse.ArgumentParser:

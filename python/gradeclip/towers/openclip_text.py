@@ -1,9 +1,14 @@
-"""open_clip's causal text transformers: the text modules of ``CLIP`` and ``CustomTextCLIP.text``.
+"""open_clip's text transformers: the text modules of ``CLIP`` and ``CustomTextCLIP.text``.
 
 Explained attention (SPEC §1, §3): each of the last ``n_layers`` blocks, query = the pooled
 end-of-text position (EOT), keys = tokens 0..EOT. The causal mask means no position up to EOT ever
 sees a later one, so a batch is run only up to its longest EOT: the result at every position that
 matters is the same as for the full context, at a fraction of the cost.
+
+SigLIP's text tower is the one bidirectional tower accepted: no attention mask, pooled at the last
+context position, which attends to every token. There the query is the last position, the keys
+are all positions, and importance is reported for the positions that are not padding
+(``ids != pad_id``, the model's own pad id), the pooled position included when it holds a token.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, UnsupportedModelError
-from .base import TokenBatch, TokenTower
+from .base import TextTower, TokenBatch
 from .blocks import BlockAdapter
 
 #: pooling types whose pooled position is the end-of-text token (SPEC §1, text row)
@@ -32,8 +37,9 @@ def _refuse_pool(description: str, pool_type: str) -> UnsupportedModelError:
     )
 
 
-class OpenClipText(TokenTower):
-    """Adapter for a causal open_clip text transformer pooled at its end-of-text token.
+class OpenClipText(TextTower):
+    """Adapter for a causal open_clip text transformer pooled at its end-of-text token (or a
+    bidirectional one pooled at its last position, SigLIP).
 
     Build it with :meth:`from_clip` (text modules directly on an open_clip ``CLIP``) or
     :meth:`from_text_transformer` (``CustomTextCLIP.text``, a ``TextTransformer``).
@@ -51,14 +57,17 @@ class OpenClipText(TokenTower):
         attn_mask: Tensor | None,
         pool_type: str,
         eos_id: int | None,
+        pad_id: int = 0,
     ):
         blocks = list(transformer.resblocks)
         self.description = f"{owner} text transformer (width {transformer.width}, {len(blocks)} blocks)"
-        if pool_type not in POOLS:
+        #: SigLIP style: bidirectional, pooled at the last position
+        self.bidirectional = attn_mask is None and pool_type == "last"
+        if pool_type not in POOLS and not self.bidirectional:
             raise _refuse_pool(self.description, pool_type)
         if pool_type == "eos" and eos_id is None:
             raise UnsupportedModelError(f"{self.description}: pool_type='eos' but the model names no eos token id")
-        if attn_mask is None or not _is_causal(attn_mask):
+        if not self.bidirectional and (attn_mask is None or not _is_causal(attn_mask)):
             raise UnsupportedModelError(
                 f"{self.description}: the text tower is not causal (no causal attention mask); SPEC §1 covers "
                 "causal text transformers, where the end-of-text token sees exactly tokens 0..EOT"
@@ -72,6 +81,7 @@ class OpenClipText(TokenTower):
         self.attn_mask = attn_mask
         self.pool_type = pool_type
         self.eos_id = eos_id
+        self.pad_id = pad_id
         self.batch_first = getattr(transformer, "batch_first", True)
         self.context_length: int = positional_embedding.shape[0]
         if text_projection is None:
@@ -104,6 +114,8 @@ class OpenClipText(TokenTower):
                 f"{owner}: the text tower appends a learned class token (embed_cls, CoCa style) and pools it; "
                 "gradeclip explains towers pooled at the end-of-text token"
             )
+        if getattr(text, "use_pad_mask", False):
+            raise UnsupportedModelError(f"{owner}: a bidirectional text tower with a padding attention mask is not supported")
         return cls(
             owner=owner,
             token_embedding=text.token_embedding,
@@ -114,6 +126,7 @@ class OpenClipText(TokenTower):
             attn_mask=text.attn_mask,
             pool_type=text.pool_type,
             eos_id=getattr(text, "eos_id", None),
+            pad_id=getattr(text, "pad_id", 0),
         )
 
     def eot_positions(self, tokens: Tensor) -> Tensor:
@@ -130,6 +143,8 @@ class OpenClipText(TokenTower):
         vocab = self.token_embedding.num_embeddings
         if tokens.min() < 0 or tokens.max() >= vocab:
             raise InputError(f"token ids must lie in 0..{vocab - 1} (the vocabulary)")
+        if self.bidirectional:
+            return torch.full((count,), length - 1, dtype=torch.long, device=tokens.device)
         if self.pool_type == "argmax":
             return tokens.argmax(dim=-1)
         is_eos = tokens == self.eos_id
@@ -138,9 +153,26 @@ class OpenClipText(TokenTower):
             raise InputError(f"text rows {missing} have no end-of-text token (id {self.eos_id}), which the model pools")
         return is_eos.int().argmax(dim=-1)
 
+    def reported(self, tokens: Tensor) -> Tensor:
+        eot = self.eot_positions(tokens)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        if self.bidirectional:
+            return tokens != self.pad_id
+        return (positions > 0) & (positions < eot.unsqueeze(1))
+
     def embed(self, tokens: Tensor) -> TokenBatch:
         tokens = tokens.to(self.device)
         eot = self.eot_positions(tokens)
+        if self.bidirectional:  # every position is a key of the pooled one: run the full context
+            if tokens.shape[1] != self.context_length:
+                raise InputError(
+                    f"{self.description} pools its last context position: token ids must be padded to "
+                    f"{self.context_length}, got length {tokens.shape[1]}"
+                )
+            dtype = self.transformer.get_cast_dtype()
+            x = self.token_embedding(tokens).to(dtype) + self.positional_embedding.to(dtype)
+            positions = torch.arange(tokens.shape[1], device=x.device)
+            return TokenBatch(x=x, attn_mask=None, query=eot, keys=positions, key_mask=None, grid=(tokens.shape[1],))
         n = int(eot.max()) + 1  # the causal mask: positions after the last EOT change nothing that is pooled
         dtype = self.transformer.get_cast_dtype()
         x = self.token_embedding(tokens[:, :n]).to(dtype) + self.positional_embedding[:n].to(dtype)
