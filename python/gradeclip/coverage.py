@@ -203,7 +203,7 @@ def check_textual(model: nn.Module) -> None:
     tower = text_tower(model)
     ids = token_ids(tower)
     with torch.no_grad():
-        own = model.encode_text(ids)
+        own = model.encode_text(ids, normalize=False)  # CoCa normalises by default
         mine = tower.encode(ids)
     if not _close(mine.float(), own.float()):
         raise AssertionError("the adapter's text embedding differs from the model's own")
