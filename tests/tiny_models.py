@@ -122,3 +122,28 @@ def hf_ids(sot: int, eot: int, ends=(5, 9, 15), length: int = 16, vocab: int = 9
         ids[row, end] = eot
         ids[row, end + 1 :] = 0
     return ids
+
+
+def tiny_coca(**text_overrides):
+    """open_clip ``CoCa`` shaped like coca_ViT-B-32 but small: text tower of 8 blocks (width 64, 4 heads,
+    context 76, an appended class token, open_clip's legacy class-token mask), 2-block ViT with the
+    attentional pooler, 1-layer multimodal decoder. Token/position embeddings and the class token are
+    scaled up as in ``conftest.tiny_text_clip`` so that tokens differ deep in the tower."""
+    import open_clip
+
+    text = dict(context_length=76, vocab_size=49408, width=64, heads=4, layers=8, mlp_ratio=2.0, embed_cls=True, output_tokens=True)
+    text.update(text_overrides)
+    model = open_clip.CoCa(
+        embed_dim=32,
+        multimodal_cfg=dict(width=64, heads=4, layers=1, context_length=76),
+        text_cfg=text,
+        vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=2, head_width=16, mlp_ratio=2.0,
+                        attentional_pool=True, attn_pooler_queries=5, attn_pooler_heads=4, output_tokens=True),
+    )
+    with torch.no_grad():
+        for name, p in model.text.named_parameters():
+            if "bias" in name or "ls_" in name or "ln" in name:
+                p.add_(0.05 * torch.randn_like(p))
+            if name in ("token_embedding.weight", "positional_embedding", "cls_emb"):
+                p.mul_(50.0)
+    return model.eval()

@@ -183,17 +183,18 @@ def check_visual(model: nn.Module) -> None:
 
 def token_ids(tower: Any, count: int = 2) -> Tensor:
     """``count`` valid rows of token ids for an open_clip text tower: a start id, random content, its
-    end-of-text id where the model pools, padding after (SigLIP-style towers: full random rows)."""
+    end-of-text id (where the model pools, or where a class-token tower's caption ends), the model's
+    pad id after (towers pooled at their last position, SigLIP: full random rows)."""
     vocab = tower.token_embedding.num_embeddings
     length = tower.context_length
     ids = torch.randint(1, vocab - 2, (count, length))
-    if getattr(tower, "bidirectional", False):
+    if getattr(tower, "pools_last", False):
         return ids
     eot_id = tower.eos_id if tower.pool_type == "eos" else vocab - 1
     for row, end in enumerate(torch.linspace(3, length - 2, count).long().tolist()):
         ids[row, 0] = vocab - 2
         ids[row, end] = eot_id
-        ids[row, end + 1 :] = 0
+        ids[row, end + 1 :] = getattr(tower, "pad_id", 0)
     return ids
 
 
@@ -202,7 +203,7 @@ def check_textual(model: nn.Module) -> None:
     tower = text_tower(model)
     ids = token_ids(tower)
     with torch.no_grad():
-        own = model.encode_text(ids)
+        own = model.encode_text(ids, normalize=False)  # CoCa normalises by default
         mine = tower.encode(ids)
     if not _close(mine.float(), own.float()):
         raise AssertionError("the adapter's text embedding differs from the model's own")

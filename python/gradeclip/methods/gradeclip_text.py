@@ -19,11 +19,13 @@ def token_importance(maps: Tensor, reported: Tensor, length: int) -> Tensor:
     """Token importance from text maps (SPEC §3, last step).
 
     ``maps`` ``[B, T, n]`` (the summed per-layer maps over positions ``0..n-1``), ``reported``
-    ``[T, length]`` bool, the positions whose importance is reported (for causal towers, those
-    strictly between the start token and EOT). Returns float32 ``[B, T, length]``: the maps at
-    the reported positions, zero elsewhere, each row divided by its sum (a row that is all zero
-    stays all zero).
+    ``[T, length]`` bool, the positions whose importance is reported (for EOT-pooled towers, those
+    strictly between the start token and EOT). Columns past ``length`` are keys that are no token
+    of the ids (CoCa's appended class token) and are dropped. Returns float32 ``[B, T, length]``:
+    the maps at the reported positions, zero elsewhere, each row divided by its sum (a row that is
+    all zero stays all zero).
     """
+    maps = maps[..., :length]
     inside = reported[:, : maps.shape[-1]].to(maps.device)  # [T, n]
     kept = maps.float() * inside
     total = kept.sum(dim=-1, keepdim=True)

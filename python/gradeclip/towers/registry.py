@@ -86,10 +86,10 @@ def image_tower(model: nn.Module) -> ImageTower:
 
 def text_tower(model: nn.Module) -> TextTower:
     """The adapter for ``model``'s text tower: the text modules of an open_clip ``CLIP``, the
-    ``TextTransformer`` at ``model.text`` (``CustomTextCLIP``), or the text tower of a transformers
-    ``CLIPModel`` / ``BlipForImageTextRetrieval``. Raises :class:`UnsupportedModelError` naming the
-    model and the reason when Grad-ECLIP cannot explain it (open_clip's Hugging Face text encoders,
-    class-token or non-causal towers, pooling other than at the end-of-text token)."""
+    ``TextTransformer`` at ``model.text`` (``CustomTextCLIP``, ``CoCa``), or the text tower of a
+    transformers ``CLIPModel`` / ``BlipForImageTextRetrieval``. Raises :class:`UnsupportedModelError`
+    naming the model and the reason when Grad-ECLIP cannot explain it (open_clip's Hugging Face text
+    encoders, pooling at the first token or of every token, attention that changes the q·k arithmetic)."""
     name = type(model).__name__
     library = _library(model)
     if library == "transformers":
@@ -124,7 +124,7 @@ def text_tower(model: nn.Module) -> TextTower:
             )
         raise UnsupportedModelError(
             f"{name} with a {kind} text tower: no gradeclip adapter for it (Hugging Face text "
-            "towers are not supported; supported: open_clip's causal TextTransformer)"
+            "towers are not supported; supported: open_clip's TextTransformer)"
         )
     if all(hasattr(model, a) for a in ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")):
         return OpenClipText.from_clip(model)
