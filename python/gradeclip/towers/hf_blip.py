@@ -1,9 +1,7 @@
 """Hugging Face ``transformers`` ``BlipForImageTextRetrieval``: its image–text contrastive head
 (``use_itm_head=False``, paper §4.1.4), both towers.
 
-Vision (SPEC §1, ViT row): the last ``BlipEncoderLayer``'s self-attention at the class token, keys
-= the patch tokens; then ``post_layernorm`` and ``vision_proj``. Other input sizes use the model's
-own position interpolation (SPEC §4).
+Vision: :class:`~gradeclip.towers.hf_vision.HFViTVision` (no pre-norm), projected by ``vision_proj``.
 
 Text: BLIP's BERT encoder (bidirectional, post-norm) pooled at its first token (``[CLS]``), then
 ``text_proj``. The explained attention is each of the last ``n_layers`` blocks at position 0 over
@@ -17,42 +15,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import ImageTower, TextTower, TokenBatch
-from .hf_blocks import PostNormBertBlock, PreNormBlock, key_padding_mask
+from .base import TextTower, TokenBatch
+from .hf_blocks import PostNormBertBlock, key_padding_mask
 from .hf_clip import check_token_ids
+from .hf_vision import HFViTVision
 
 
-class BlipVision(ImageTower):
+class BlipVision(HFViTVision):
     """Adapter for ``BlipForImageTextRetrieval.vision_model`` + ``vision_proj``."""
 
     def __init__(self, model: nn.Module):
-        vm = model.vision_model
-        layers = list(vm.encoder.layers)
-        cfg = vm.config
-        self.description = f"transformers BLIP vision tower (width {cfg.hidden_size}, {len(layers)} layers, patch {cfg.patch_size})"
-        self.model = model
-        self.vision = vm
-        self.blocks = [PreNormBlock(layer, f"{self.description}, layer {i}") for i, layer in enumerate(layers)]
-        self.embed_dim = model.vision_proj.out_features
-        self.patch_size = (cfg.patch_size, cfg.patch_size)
-        side = cfg.image_size // cfg.patch_size
-        self.model_grid = (side, side)
-
-    def embed(self, images: Tensor) -> TokenBatch:
-        self.check_images(images)
-        images = images.to(device=self.device, dtype=self.dtype)
-        grid = (images.shape[-2] // self.patch_size[0], images.shape[-1] // self.patch_size[1])
-        x = self.vision.embeddings(images, interpolate_pos_encoding=grid != self.model_grid)
-        n = grid[0] * grid[1]
-        query = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        return TokenBatch(x, None, query, torch.arange(1, n + 1, device=x.device), None, grid)
-
-    def head(self, z: Tensor) -> Tensor:
-        return self.token_head(z)
-
-    def token_head(self, z: Tensor) -> Tensor:
-        """``post_layernorm`` then ``vision_proj`` on any ``[..., D]`` → ``[..., E]``."""
-        return self.model.vision_proj(self.vision.post_layernorm(z))
+        super().__init__("BLIP", model, model.vision_model, model.vision_proj, None)
 
 
 class BlipText(TextTower):

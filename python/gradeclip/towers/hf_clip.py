@@ -1,8 +1,7 @@
 """Hugging Face ``transformers`` ``CLIPModel``: the vision and the text tower.
 
-Vision (SPEC §1, ViT row): the last ``CLIPEncoderLayer``'s self-attention at the class token, keys
-= the patch tokens; then ``post_layernorm`` and ``visual_projection``. Other input sizes use the
-model's own position interpolation (bicubic, align_corners=False, class position kept: SPEC §4).
+Vision: :class:`~gradeclip.towers.hf_vision.HFViTVision` after ``pre_layrnorm``, projected by
+``visual_projection``.
 
 Text (SPEC §1, text row): causal, pooled at the end-of-text token the way the model finds it
 (``argmax`` of the ids when ``eos_token_id == 2``, the first ``eos_token_id`` otherwise); then
@@ -16,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .base import ImageTower, TextTower, TokenBatch
+from .base import TextTower, TokenBatch
 from .hf_blocks import PreNormBlock, causal_mask
+from .hf_vision import HFViTVision
 
 
 def check_token_ids(tokens: Tensor, context_length: int, vocab: int) -> None:
@@ -32,38 +32,11 @@ def check_token_ids(tokens: Tensor, context_length: int, vocab: int) -> None:
         raise InputError(f"token ids must lie in 0..{vocab - 1} (the vocabulary)")
 
 
-class HFClipVision(ImageTower):
-    """Adapter for ``CLIPModel.vision_model`` + ``visual_projection``."""
+class HFClipVision(HFViTVision):
+    """Adapter for ``CLIPModel.vision_model`` (after its ``pre_layrnorm``) + ``visual_projection``."""
 
     def __init__(self, model: nn.Module):
-        vm = model.vision_model
-        layers = list(vm.encoder.layers)
-        cfg = vm.config
-        self.description = f"transformers CLIPModel vision tower (width {cfg.hidden_size}, {len(layers)} layers, patch {cfg.patch_size})"
-        self.model = model
-        self.vision = vm
-        self.blocks = [PreNormBlock(layer, f"{self.description}, layer {i}") for i, layer in enumerate(layers)]
-        self.embed_dim = model.visual_projection.out_features
-        self.patch_size = (cfg.patch_size, cfg.patch_size)
-        side = cfg.image_size // cfg.patch_size
-        self.model_grid = (side, side)
-
-    def embed(self, images: Tensor) -> TokenBatch:
-        self.check_images(images)
-        images = images.to(device=self.device, dtype=self.dtype)
-        grid = (images.shape[-2] // self.patch_size[0], images.shape[-1] // self.patch_size[1])
-        x = self.vision.embeddings(images, interpolate_pos_encoding=grid != self.model_grid)
-        x = self.vision.pre_layrnorm(x)
-        n = grid[0] * grid[1]
-        query = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        return TokenBatch(x, None, query, torch.arange(1, n + 1, device=x.device), None, grid)
-
-    def head(self, z: Tensor) -> Tensor:
-        return self.token_head(z)
-
-    def token_head(self, z: Tensor) -> Tensor:
-        """``post_layernorm`` then ``visual_projection`` on any ``[..., D]`` → ``[..., E]``."""
-        return self.model.visual_projection(self.vision.post_layernorm(z))
+        super().__init__("CLIPModel", model, model.vision_model, model.visual_projection, model.vision_model.pre_layrnorm)
 
 
 class HFClipText(TextTower):
