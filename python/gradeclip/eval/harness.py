@@ -208,15 +208,12 @@ class ZeroShotClassifier:
         return torch.stack([above < 1, above < 5], dim=1).double().numpy()
 
 
-class RetrievalScorer:
-    """Image–text retrieval against a caption table with the perturbed image in place of the clean one.
-
-    For a row (image ``i``, caption ``c``) and a perturbed image embedding ``e'``:
-    IR@k: fewer than ``k`` other (clean) images are closer to ``c`` than ``e'``;
-    TR@k: fewer than ``k`` captions are closer to ``e'`` than the closest caption of image ``i``.
-    """
+class _CaptionGallery:
+    """Clean caption embeddings ``[C, E]``, image embeddings ``[I, E]`` and each caption's image
+    index, which the retrieval scorers rank a perturbed input against."""
 
     metrics = ("ir@1", "ir@5", "tr@1", "tr@5")
+    name = ""
 
     def __init__(self, captions: Tensor, images: Tensor, image_of: Sequence[int]):
         self.captions = captions
@@ -224,7 +221,23 @@ class RetrievalScorer:
         self.image_of = torch.as_tensor(list(image_of))
 
     def describe(self) -> dict[str, Any]:
-        return {"scorer": "retrieval", "captions": int(self.captions.shape[0]), "images": int(self.images.shape[0])}
+        return {"scorer": self.name, "captions": int(self.captions.shape[0]), "images": int(self.images.shape[0])}
+
+    @staticmethod
+    def at_k(ir_above: Tensor, tr_above: Tensor) -> np.ndarray:
+        """float64 ``[N, 4]``: IR@1, IR@5, TR@1, TR@5 from how many competitors rank above the right answer."""
+        return torch.stack([ir_above < 1, ir_above < 5, tr_above < 1, tr_above < 5], dim=1).double().numpy()
+
+
+class RetrievalScorer(_CaptionGallery):
+    """Image–text retrieval against a caption table with the perturbed image in place of the clean one.
+
+    For a row (image ``i``, caption ``c``) and a perturbed image embedding ``e'``:
+    IR@k: fewer than ``k`` other (clean) images are closer to ``c`` than ``e'``;
+    TR@k: fewer than ``k`` captions are closer to ``e'`` than the closest caption of image ``i``.
+    """
+
+    name = "retrieval"
 
     def text_embeddings(self, rows: Sequence[int]) -> Tensor:
         return self.captions[torch.as_tensor(list(rows))]
@@ -242,7 +255,7 @@ class RetrievalScorer:
         mine = self.image_of[None, :] == own_image[:, None]
         best = torch.where(mine, to_captions, torch.full_like(to_captions, -torch.inf)).max(dim=1).values
         tr_above = (to_captions > best[:, None]).sum(dim=1)
-        return torch.stack([ir_above < 1, ir_above < 5, tr_above < 1, tr_above < 5], dim=1).double().numpy()
+        return self.at_k(ir_above, tr_above)
 
 
 def _check_common(
@@ -760,7 +773,7 @@ def _localization_chunk(
     return records
 
 
-class TextRetrievalScorer:
+class TextRetrievalScorer(_CaptionGallery):
     """Retrieval with a perturbed caption in place of the clean one (paper Table III).
 
     For a row (image ``i``, caption ``c``) and the perturbed caption's embedding ``t'``:
@@ -769,15 +782,7 @@ class TextRetrievalScorer:
     ``t'`` (the image's other, untouched captions neither help nor compete).
     """
 
-    metrics = ("ir@1", "ir@5", "tr@1", "tr@5")
-
-    def __init__(self, captions: Tensor, images: Tensor, image_of: Sequence[int]):
-        self.captions = captions
-        self.images = images
-        self.image_of = torch.as_tensor(list(image_of))
-
-    def describe(self) -> dict[str, Any]:
-        return {"scorer": "text retrieval", "captions": int(self.captions.shape[0]), "images": int(self.images.shape[0])}
+    name = "text retrieval"
 
     def hits(self, texts: Tensor, rows: Sequence[int]) -> np.ndarray:
         """float64 ``[N, 4]``: IR@1, IR@5, TR@1, TR@5 of each perturbed caption embedding."""
@@ -792,7 +797,7 @@ class TextRetrievalScorer:
         to_captions[self.image_of[None, :] == own_image[:, None]] = -torch.inf
         own_t = (queries * texts).sum(dim=1)
         tr_above = (to_captions > own_t[:, None]).sum(dim=1)
-        return torch.stack([ir_above < 1, ir_above < 5, tr_above < 1, tr_above < 5], dim=1).double().numpy()
+        return self.at_k(ir_above, tr_above)
 
 
 def text_deletion_insertion(
