@@ -8,10 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import gradeclip
+from pytorch_grad_cam import GradCAM  # PyPI grad-cam, a test dependency
 
-pytest.importorskip("pytorch_grad_cam", reason="pytorch-grad-cam (PyPI grad-cam) is a test dependency")
-from pytorch_grad_cam import GradCAM  # noqa: E402
+import gradeclip
 
 
 class ImageEmbedding(torch.nn.Module):

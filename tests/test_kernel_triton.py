@@ -197,7 +197,6 @@ def test_kernel_matches_torch_path(triton_results, case):
 @needs_triton
 @pytest.mark.parametrize("case", list(EXPLAINER_CASES))
 def test_explainer_gives_the_same_maps_with_either_backend(triton_results, case):
-    pytest.importorskip("open_clip")
     r = triton_results["explainer"][case]
     assert r["triton_maps"].shape == (3, 4, 4, 4)
     assert r["triton_maps"].abs().sum() > 0
@@ -251,7 +250,6 @@ def test_forced_triton_on_cpu_tensors_raises(monkeypatch):
 
 
 def test_forced_triton_on_cpu_raises_from_the_explainer(monkeypatch):
-    pytest.importorskip("open_clip")
     monkeypatch.setenv("GRADECLIP_BACKEND", "triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(BackendUnavailableError):

@@ -8,6 +8,8 @@ import os
 import signal
 import warnings
 
+import cv2
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -19,9 +21,6 @@ from PIL import Image
 
 from gradeclip import render
 from gradeclip.errors import InputError
-
-cv2 = pytest.importorskip("cv2")
-matplotlib = pytest.importorskip("matplotlib")
 
 
 @pytest.fixture
