@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["synth"]
 
 
 def build_parser() -> argparse.ArgumentParser:

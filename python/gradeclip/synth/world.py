@@ -1,0 +1,59 @@
+"""The synthetic world's vocabulary: colours, shapes, sizes, regions, and the held-out split.
+
+Everything a scene or a caption can say is named here. The held-out split is a set of
+colour–shape pairs that never appear in a ``"train"`` or ``"val"`` scene; every colour and every
+shape still appears in training with the other shapes and colours.
+"""
+
+from __future__ import annotations
+
+#: object colours: name → base RGB (objects get a small per-object jitter around it)
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "orange": (250, 140, 10),
+    "yellow": (245, 225, 20),
+    "green": (30, 170, 50),
+    "cyan": (30, 210, 230),
+    "blue": (30, 60, 225),
+    "purple": (135, 40, 200),
+    "pink": (250, 110, 200),
+}
+
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond", "hexagon", "heart")
+
+#: size class → radius range as a fraction of the image side (the shape fits in a circle of that radius)
+SIZES: dict[str, tuple[float, float]] = {"small": (0.08, 0.11), "large": (0.16, 0.2)}
+
+#: the 3×3 regions an object's centre falls in, row-major, with the phrase a caption uses
+REGIONS: tuple[tuple[str, str], ...] = (
+    ("top left", "in the top left"),
+    ("top", "at the top"),
+    ("top right", "in the top right"),
+    ("left", "on the left"),
+    ("centre", "in the centre"),
+    ("right", "on the right"),
+    ("bottom left", "in the bottom left"),
+    ("bottom", "at the bottom"),
+    ("bottom right", "in the bottom right"),
+)
+REGION_PHRASE: dict[str, str] = dict(REGIONS)
+
+#: colour–shape pairs held out of training: colour i goes with shape (3·i + 1) mod 8, so each
+#: colour and each shape is held out exactly once
+HELD_OUT: frozenset[tuple[str, str]] = frozenset(
+    (colour, SHAPES[(3 * i + 1) % len(SHAPES)]) for i, colour in enumerate(COLOURS)
+)
+ALL_PAIRS: tuple[tuple[str, str], ...] = tuple((c, s) for c in COLOURS for s in SHAPES)
+TRAIN_PAIRS: tuple[tuple[str, str], ...] = tuple(p for p in ALL_PAIRS if p not in HELD_OUT)
+HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = tuple(p for p in ALL_PAIRS if p in HELD_OUT)
+
+#: scene splits: ``train`` and ``val`` use only training pairs (disjoint seed streams); every
+#: ``test`` scene has at least one held-out pair (its other objects may use any pair)
+SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
+
+
+def region_of(x: float, y: float, size: int) -> str:
+    """The region name of a point ``(x, y)`` (pixels, x to the right, y down) in a ``size``-px image."""
+    col = min(2, max(0, int(3 * x / size)))
+    row = min(2, max(0, int(3 * y / size)))
+    return REGIONS[3 * row + col][0]

@@ -1,0 +1,157 @@
+"""The synthetic world: masks are exactly the drawn pixels, seeds reproduce, captions say only what is drawn."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from gradeclip.errors import InputError
+from gradeclip.synth import (
+    COLOURS,
+    HELD_OUT_PAIRS,
+    SHAPES,
+    TRAIN_PAIRS,
+    caption_of,
+    describes,
+    make_scene,
+    make_scenes,
+    random_caption,
+)
+from gradeclip.synth.scenes import BACKGROUND_NOISE, COLOUR_JITTER, FILL_NOISE, shape_mask
+from gradeclip.synth.world import REGIONS, region_of
+
+SCENES = [(split, i) for split in ("train", "val", "test") for i in range(0, 40, 3)]
+
+
+@pytest.mark.parametrize("split,index", SCENES, ids=[f"{s}-{i}" for s, i in SCENES])
+def test_masks_are_exactly_the_drawn_pixels(split, index):
+    scene = make_scene(index, split, seed=3)
+    k, h, w = scene.masks.shape
+    assert k == len(scene.objects) >= 1 and (h, w) == scene.image.shape[:2]
+    assert scene.masks.sum(0).max() <= 1, "objects overlap"
+    union = scene.masks.any(0)
+    # everything outside the masks is the untouched background
+    np.testing.assert_array_equal(scene.image[~union], scene.background[~union])
+    for mask, obj in zip(scene.masks, scene.objects):
+        assert mask.sum() >= 20, f"{obj} is barely visible"
+        pixels = scene.image[mask].astype(float)
+        # inside, every pixel is the object's fill colour up to the per-pixel noise (5σ)
+        assert np.abs(pixels - np.array(obj.rgb)).max() <= 5 * FILL_NOISE + 1
+        # and the object's colour is nearest to its named colour among all colours
+        mean = pixels.mean(0)
+        nearest = min(COLOURS, key=lambda c: np.linalg.norm(mean - np.array(COLOURS[c])))
+        assert nearest == obj.colour
+        assert np.abs(np.array(obj.rgb) - np.array(COLOURS[obj.colour])).max() <= COLOUR_JITTER
+        assert region_of(*obj.center, w) == obj.region
+
+
+def test_background_differs_from_objects():
+    """Objects are saturated, backgrounds grey-ish: the mask is recoverable from saturation alone."""
+    for scene in make_scenes(20, "train", seed=1):
+        img = scene.image.astype(float)
+        saturation = img.max(-1) - img.min(-1)
+        union = scene.masks.any(0)
+        assert saturation[~union].mean() < 40 + 3 * BACKGROUND_NOISE
+        assert saturation[union].mean() > 120
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shape_masks_have_the_expected_geometry(shape):
+    """An independent check of the rasteriser: a circle is the pixels whose centres lie within r
+    (up to the boundary ring), every shape lies within its radius and covers its centre."""
+    size, center, radius = 64, (30.3, 33.6), 12.0
+    mask = shape_mask(shape, center, radius, 10.0, size)
+    yy, xx = np.mgrid[0:size, 0:size]
+    dist = np.hypot(xx + 0.5 - center[0], yy + 0.5 - center[1])
+    assert not mask[dist > radius + 1.5].any(), "pixels outside the bounding circle"
+    assert mask[int(center[1]), int(center[0])]
+    if shape == "circle":
+        inside = dist < radius - 1.5
+        assert mask[inside].all()
+        assert abs(mask.sum() - math.pi * radius**2) < 2 * math.pi * radius
+
+
+def test_seeds_reproduce_and_differ():
+    a = make_scene(17, "test", seed=5)
+    b = make_scene(17, "test", seed=5)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    assert a.objects == b.objects
+    # scenes are random-access: drawing a range gives the same scene as drawing it alone
+    assert make_scenes(3, "test", seed=5, start=16)[1].objects == a.objects
+    assert not np.array_equal(make_scene(17, "test", seed=6).image, a.image)
+    assert not np.array_equal(make_scene(18, "test", seed=5).image, a.image)
+    assert not np.array_equal(make_scene(17, "val", seed=5).image, a.image)
+
+
+def test_held_out_pairs_split():
+    assert len(HELD_OUT_PAIRS) == 8 and len(TRAIN_PAIRS) == 56
+    assert {c for c, _ in HELD_OUT_PAIRS} == set(COLOURS) and {s for _, s in HELD_OUT_PAIRS} == set(SHAPES)
+    held = set(HELD_OUT_PAIRS)
+    for split in ("train", "val"):
+        for scene in make_scenes(200, split, seed=2):
+            assert not {(o.colour, o.shape) for o in scene.objects} & held
+    for scene in make_scenes(200, "test", seed=2):
+        assert (scene.objects[0].colour, scene.objects[0].shape) in held
+
+
+WORDS = re.compile(r"\b(" + "|".join(COLOURS) + r") (" + "|".join(SHAPES) + r")\b")
+
+
+def _claims(text):
+    """Parse a caption's text on its own: the (colour, shape) pairs it names, and sizes/regions said before/after."""
+    phrases = re.split(r", | and ", text)
+    claims = []
+    for phrase in phrases:
+        found = WORDS.findall(phrase)
+        assert len(found) == 1, f"phrase {phrase!r} does not name exactly one coloured shape"
+        size = re.search(r"\b(small|large)\b", phrase)
+        region = next((name for name, said in REGIONS if phrase.endswith(said)), None)
+        claims.append((*found[0], size.group(1) if size else None, region))
+    return claims
+
+
+def test_captions_mention_only_what_is_drawn():
+    rng = np.random.default_rng(0)
+    for scene in make_scenes(150, "train", seed=4) + make_scenes(50, "test", seed=4):
+        for caption in (caption_of(scene), caption_of(scene, attributes=("colour", "shape")), random_caption(scene, rng)):
+            claims = _claims(caption.text)
+            assert len(claims) == len(caption.objects) == len(caption.mentions)
+            for (colour, shape, size, region), k in zip(claims, caption.objects):
+                obj = scene.objects[k]
+                assert (obj.colour, obj.shape) == (colour, shape)
+                assert size in (None, obj.size) and region in (None, obj.region)
+            assert describes(caption, scene)
+            assert caption.complete == (len(set(caption.objects)) == len(scene.objects))
+
+
+def test_describes_rejects_wrong_scenes():
+    """A complete caption with every attribute describes exactly the scenes with the same objects."""
+    scenes = make_scenes(60, "train", seed=8)
+
+    def content(scene):
+        return sorted((o.colour, o.shape, o.size, o.region) for o in scene.objects)
+
+    for scene in scenes:
+        caption = caption_of(scene)
+        for other in scenes:
+            assert describes(caption, other) == (content(other) == content(scene))
+    partial = caption_of(scenes[0], objects=(0,), attributes=("colour", "shape"))
+    assert [describes(partial, s) for s in scenes] == [
+        any((o.colour, o.shape) == (partial.mentions[0].colour, partial.mentions[0].shape) for o in s.objects) for s in scenes
+    ]
+
+
+def test_caption_inputs_are_checked():
+    scene = make_scene(0)
+    with pytest.raises(InputError, match="at least one"):
+        caption_of(scene, objects=())
+    with pytest.raises(InputError, match="out of range"):
+        caption_of(scene, objects=(len(scene.objects),))
+    with pytest.raises(InputError, match="attribute"):
+        caption_of(scene, attributes=("texture",))
+    with pytest.raises(InputError, match="split"):
+        make_scene(0, "holdout")
