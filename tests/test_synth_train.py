@@ -28,7 +28,7 @@ def tiny_config(**overrides) -> TrainConfig:
 
 
 def held_batch_loss(model, config) -> float:
-    """The contrastive loss on a fixed batch of validation scenes (never trained on)."""
+    """The plain (diagonal) contrastive loss on a fixed batch of validation scenes (never trained on)."""
     scenes = make_scenes(64, "val", seed=11, size=config["vision_cfg"]["image_size"])
     rng = np.random.default_rng(0)
     texts = [random_caption(s, rng).text for s in scenes]
@@ -124,7 +124,7 @@ def test_two_workers_match_one_process_averaging_their_losses(tmp_path):
     """Data-parallel training (2 processes, gloo) equals, step for step, one process minimising the
     mean of the two shares' contrastive losses."""
     from gradeclip.synth.model import grow_vocabulary, shrink_vocabulary
-    from gradeclip.synth.train import _param_groups, learning_rate
+    from gradeclip.synth.train import _param_groups, learning_rate, positive_pairs
 
     cfg = tiny_config(steps=3, batch_size=16, workers=2, warmup=1, log_every=1)
     train(cfg, tmp_path / "ddp.safetensors", progress=False)
@@ -144,12 +144,57 @@ def test_two_workers_match_one_process_averaging_their_losses(tmp_path):
         losses = []
         for half in (slice(0, 8), slice(8, 16)):
             image, text, scale = model(scenes_to_tensor(scenes[half], cfg.model), lut[tokenizer([c.text for c in captions[half]])])[:3]
-            losses.append(contrastive_loss(image, text, scale))
+            losses.append(contrastive_loss(image, text, scale, positive_pairs(captions[half], scenes[half])))
         optimizer.zero_grad()
         (0.5 * (losses[0] + losses[1])).backward()
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
     grow_vocabulary(model, vocab, cfg.model["text_cfg"]["vocab_size"])
-    for (name, a), b in zip(model.state_dict().items(), parallel.state_dict().values()):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    # Compare what the models compute, not every parameter: the key bias gets no true gradient
+    # (softmax ignores it), so Adam turns float-rounding noise there into full-size steps that
+    # differ between any two summation orders, yet change no output.
+    model.eval()
+    scenes = make_scenes(24, "val", seed=5, size=32)
+    texts = [random_caption(s, np.random.default_rng(2)).text for s in scenes]
+    with torch.no_grad():
+        for a, b in zip(model(scenes_to_tensor(scenes, cfg.model), tokenizer(texts))[:3], parallel(scenes_to_tensor(scenes, cfg.model), tokenizer(texts))[:3]):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_truthful_loss_is_plain_clip_when_only_the_diagonal_is_positive():
+    torch.manual_seed(3)
+    image = torch.nn.functional.normalize(torch.randn(7, 5), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(7, 5), dim=-1)
+    scale = torch.tensor(9.0)
+    plain = contrastive_loss(image, text, scale)
+    torch.testing.assert_close(contrastive_loss(image, text, scale, torch.eye(7, dtype=torch.bool)), plain)
+    # text 0 also describes image 3 (and image 3's text set grows accordingly): target mass split evenly
+    positives = torch.eye(7, dtype=torch.bool)
+    positives[0, 3] = True
+    logits = scale * image @ text.T
+    t2i = torch.log_softmax(logits.T, dim=1)
+    i2t = torch.log_softmax(logits, dim=1)
+    text_terms = [-(t2i[0, 0] + t2i[0, 3]) / 2] + [-t2i[t, t] for t in range(1, 7)]
+    image_terms = [-i2t[i, i] for i in range(7)]
+    image_terms[3] = -(i2t[3, 3] + i2t[3, 0]) / 2
+    expected = 0.5 * (torch.stack(text_terms).mean() + torch.stack(image_terms).mean())
+    torch.testing.assert_close(contrastive_loss(image, text, scale, positives), expected)
+
+
+@pytest.mark.slow
+def test_worker_errors_reach_the_caller(tmp_path):
+    """A worker's error (here: rank 0 refusing another configuration's checkpoint) is raised in the
+    calling process, and no worker is left running."""
+    import multiprocessing
+
+    def stop_at_6(record):
+        if record.get("step") == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(steps=8, batch_size=16, log_every=1, checkpoint_every=4), tmp_path / "w.safetensors", log=stop_at_6, progress=False)
+    assert (tmp_path / "w.safetensors.ckpt").exists()
+    with pytest.raises(InputError, match="different configuration"):
+        train(tiny_config(steps=8, batch_size=16, log_every=1, checkpoint_every=4, workers=2), tmp_path / "w.safetensors", progress=False)
+    assert not multiprocessing.active_children()

@@ -9,9 +9,11 @@ from .errors import (
     GradeclipError,
     InputError,
     ModelLoadError,
+    TrainingError,
     UnknownMethodError,
     UnsupportedModelError,
 )
+from . import synth
 from .explainer import Explainer
 from .loading import load
 from .methods import MethodInfo, methods
@@ -39,6 +41,7 @@ __all__ = [
     "InputError",
     "MethodInfo",
     "ModelLoadError",
+    "TrainingError",
     "UnknownMethodError",
     "UnsupportedModelError",
     "__version__",
@@ -46,4 +49,5 @@ __all__ = [
     "load",
     "methods",
     "native_preprocess",
+    "synth",
 ]

@@ -14,6 +14,7 @@ __all__ = [
     "UnknownMethodError",
     "ModelLoadError",
     "BackendUnavailableError",
+    "TrainingError",
 ]
 
 
@@ -42,3 +43,7 @@ class ModelLoadError(GradeclipError, RuntimeError):
 
 class BackendUnavailableError(GradeclipError, RuntimeError):
     """A compute backend was requested (e.g. through ``GRADECLIP_BACKEND``) that cannot run here."""
+
+
+class TrainingError(GradeclipError, RuntimeError):
+    """A training run failed for a reason other than its settings (e.g. a worker process died)."""

@@ -139,11 +139,9 @@ def describes(caption: Caption, scene: Scene) -> bool:
     """Whether ``caption`` truthfully describes ``scene``: each mention matches a distinct object
     and, for a complete caption, there are no other objects."""
     objs = scene.objects
-    if caption.complete and len(objs) != len(caption.mentions):
+    if len(caption.mentions) > len(objs) or (caption.complete and len(objs) != len(caption.mentions)):
         return False
-    if len(caption.mentions) > len(objs):
+    candidates = [[j for j, o in enumerate(objs) if m.matches(o)] for m in caption.mentions]
+    if not all(candidates):
         return False
-    return any(
-        all(m.matches(objs[j]) for m, j in zip(caption.mentions, assignment))
-        for assignment in itertools.permutations(range(len(objs)), len(caption.mentions))
-    )
+    return any(len(set(choice)) == len(choice) for choice in itertools.product(*candidates))

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..errors import InputError
+from ..errors import InputError, TrainingError
 from .captions import ATTRIBUTES, Caption, caption_of, describes, random_caption
 from .model import (
     DEFAULT_CONFIG,
@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     workers: int = 1
+    loss: str = "truthful"
     log_every: int = 25
     checkpoint_every: int = 100
     eval_every: int = 0
@@ -70,6 +71,8 @@ class TrainConfig:
             raise InputError("batch_size must be ≥ 2 (the contrastive loss needs negatives)")
         if self.batch_size % self.workers or self.batch_size // self.workers < 2:
             raise InputError(f"batch_size {self.batch_size} must split into {self.workers} equal shares of at least 2")
+        if self.loss not in ("truthful", "diagonal"):
+            raise InputError(f"loss must be 'truthful' (every described image is a positive) or 'diagonal' (plain CLIP), got {self.loss!r}")
         if not self.lr > 0:
             raise InputError(f"lr must be > 0, got {self.lr}")
         if self.warmup < 0 or self.eval_size < 0:
@@ -92,11 +95,28 @@ def scenes_to_tensor(scenes: list[Scene], config: dict[str, Any]) -> Tensor:
     return images_to_tensor(torch.from_numpy(np.stack([s.image for s in scenes])), config)
 
 
-def contrastive_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor) -> Tensor:
-    """CLIP's symmetric cross-entropy over the batch's image–text similarities (features unit-norm)."""
-    logits = logit_scale * image_features @ text_features.T
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+def contrastive_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor, positives: Tensor | None = None) -> Tensor:
+    """CLIP's symmetric cross-entropy over the batch's image–text similarities (features ``[B, E]``, unit-norm).
+
+    ``positives`` ``[B texts, B images]`` bool marks every image a text truthfully describes (the
+    diagonal always). When given, each text's target is spread evenly over its positive images,
+    and each image's over its positive texts, instead of the diagonal alone — the batch's false
+    negatives (another image that also has "a red circle") stop being pushed away. None: the
+    diagonal (plain CLIP).
+    """
+    logits = logit_scale * image_features @ text_features.T  # [images, texts]
+    if positives is None:
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    target = positives.to(logits.dtype)
+    text_to_image = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits.T, dim=1)).sum(1).mean()
+    image_to_text = -(target.T / target.T.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    return 0.5 * (text_to_image + image_to_text)
+
+
+def positive_pairs(captions: list[Caption], scenes: list[Scene]) -> Tensor:
+    """``[T, I]`` bool: whether caption t truthfully describes scene i (:func:`describes`)."""
+    return torch.tensor([[describes(c, s) for s in scenes] for c in captions], dtype=torch.bool)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -177,15 +197,25 @@ def _average_gradients(params: list[nn.Parameter], world: int) -> None:
         offset += g.numel()
 
 
-def _helper(rank: int, cfg: TrainConfig, out: Path, port: int) -> None:
-    """A worker other than rank 0: same loop, its share of each batch, no logging or saving."""
+def _worker(rank: int, cfg: TrainConfig, out: Path, port: int, queue: Any, progress: bool) -> None:
+    """One data-parallel worker process; rank 0 sends ``("log", record)``, then ``("done", record)``
+    or ``("error", exception)`` through ``queue``."""
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=cfg.workers, timeout=WORKER_TIMEOUT)
+    def send(kind: str, payload: Any) -> None:
+        if rank == 0:
+            queue.put((kind, payload))
+
     try:
-        _loop(cfg, out, rank, lambda record: None, progress=False)
-    finally:
-        dist.destroy_process_group()
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=cfg.workers, timeout=WORKER_TIMEOUT)
+        try:
+            record = _loop(cfg, out, rank, lambda r: send("log", r), progress)
+        finally:
+            dist.destroy_process_group()
+    except Exception as exc:
+        send("error", exc)
+        raise
+    send("done", record)
 
 
 def train(
@@ -196,9 +226,10 @@ def train(
 ) -> dict[str, Any]:
     """Train, evaluate held-out retrieval, and write the weights to ``out`` (``.safetensors`` + ``.json``).
 
-    With ``cfg.workers > 1``, that many processes (one is this one) each take an equal share of every
-    batch, compute the contrastive loss within their share, and average their gradients (gloo
-    all-reduce over localhost) — data-parallel training that keeps each process single-threaded.
+    With ``cfg.workers > 1``, that many worker processes each take an equal share of every batch,
+    compute the contrastive loss within their share and average their gradients (gloo all-reduce
+    over localhost): data-parallel training that keeps each process single-threaded. This process
+    only waits, relays rank 0's log records to ``log``, and stops every worker if one fails.
 
     A checkpoint ``<out>.ckpt`` is written every ``cfg.checkpoint_every`` steps (atomically); a run
     with the same ``out`` and configuration resumes from it. ``log`` receives one dict per log line
@@ -207,31 +238,46 @@ def train(
     Returns:
         The record stored beside the weights: configuration, steps, wall and CPU time, throughput
         and the retrieval numbers.
+
+    Raises:
+        InputError: a setting that cannot run, or a checkpoint from another configuration.
+        TrainingError: a worker process died.
     """
     cfg.check()
     out = Path(out)
     if cfg.workers == 1:
         return _loop(cfg, out, 0, log, progress)
-    import torch.distributed as dist
+    import queue as queue_module
+
     import torch.multiprocessing as mp
 
-    port = _free_port()
     ctx = mp.get_context("spawn")
-    helpers = [ctx.Process(target=_helper, args=(rank, cfg, out, port), daemon=True) for rank in range(1, cfg.workers)]
-    for helper in helpers:
-        helper.start()
+    channel = ctx.Queue()
+    port = _free_port()
+    workers = [ctx.Process(target=_worker, args=(rank, cfg, out, port, channel, progress)) for rank in range(cfg.workers)]
+    for worker in workers:
+        worker.start()
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=cfg.workers, timeout=WORKER_TIMEOUT)
-        try:
-            return _loop(cfg, out, 0, log, progress)
-        finally:
-            dist.destroy_process_group()
+        while True:
+            try:
+                kind, payload = channel.get(timeout=1.0)
+            except queue_module.Empty:
+                dead = [(rank, w.exitcode) for rank, w in enumerate(workers) if w.exitcode not in (None, 0)]
+                if dead:
+                    raise TrainingError(f"training worker(s) died: {', '.join(f'rank {r} (exit code {c})' for r, c in dead)}") from None
+                continue
+            if kind == "log":
+                log(payload)
+            elif kind == "error":
+                raise payload
+            else:
+                return payload
     finally:
-        for helper in helpers:
-            helper.join(timeout=30)
-            if helper.is_alive():
-                helper.terminate()
-                helper.join()
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
 
 
 def _loop(cfg: TrainConfig, out: Path, rank: int, log: Callable[[dict[str, Any]], None], progress: bool) -> dict[str, Any]:
@@ -269,7 +315,8 @@ def _loop(cfg: TrainConfig, out: Path, rank: int, log: Callable[[dict[str, Any]]
         images = scenes_to_tensor(scenes, cfg.model)
         tokens = lut[tokenizer([c.text for c in captions])]
         image_features, text_features, logit_scale = model(images, tokens)[:3]
-        loss = contrastive_loss(image_features, text_features, logit_scale)
+        positives = positive_pairs(captions, scenes) if cfg.loss == "truthful" else None
+        loss = contrastive_loss(image_features, text_features, logit_scale, positives)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.workers > 1:
