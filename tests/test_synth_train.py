@@ -22,7 +22,7 @@ def tiny_config(**overrides) -> TrainConfig:
         "text_cfg": {"context_length": 48, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1, "mlp_ratio": 2.0},
         "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
     }
-    fields = dict(steps=150, batch_size=32, lr=5e-3, warmup=10, log_every=25, checkpoint_every=50, eval_size=0, model=model)
+    fields = dict(steps=150, batch_size=32, lr=5e-3, warmup=10, workers=1, log_every=25, checkpoint_every=50, eval_every=0, eval_size=0, model=model)
     fields.update(overrides)
     return TrainConfig(**fields)
 

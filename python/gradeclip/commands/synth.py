@@ -22,7 +22,9 @@ def add_parser(subparsers: Any) -> None:
     train.add_argument("--lr", type=float, default=None, help="peak learning rate")
     train.add_argument("--warmup", type=int, default=None, help="linear warm-up steps")
     train.add_argument("--seed", type=int, default=None)
-    train.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest on a busy machine)")
+    train.add_argument("--workers", type=int, default=None, help="data-parallel worker processes sharing each batch")
+    train.add_argument("--threads", type=int, default=None, help="torch threads per worker (1 is fastest on a busy machine)")
+    train.add_argument("--eval-every", type=int, default=None, help="steps between learning-curve retrieval checks (0: none)")
     train.add_argument("--eval-size", type=int, default=None, help="held-out captions for the final retrieval test (0: skip)")
     train.add_argument("--log", type=Path, default=None, help="append one JSON line per log step to this file")
     train.set_defaults(run=run_train)
@@ -53,6 +55,8 @@ def run_train(args: argparse.Namespace) -> int:
         "warmup": args.warmup,
         "seed": args.seed,
         "threads": args.threads,
+        "workers": args.workers,
+        "eval_every": args.eval_every,
         "eval_size": args.eval_size,
     }
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})

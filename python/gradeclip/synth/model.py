@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ..errors import ModelLoadError
+from ..errors import InputError, ModelLoadError
 from .world import COLOURS, REGIONS, SHAPES, SIZES
 
 MODEL_NAME = "gradeclip-synth"
@@ -31,6 +31,7 @@ VALUES_KEY = "text.token_embedding.values"
 #: the default architecture (open_clip ``CLIP`` keyword arguments) and preprocessing
 DEFAULT_CONFIG: dict[str, Any] = {
     "embed_dim": 128,
+    "vision_stem": "conv",
     "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 128, "layers": 4, "head_width": 32, "mlp_ratio": 4.0},
     "text_cfg": {"context_length": 48, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3, "mlp_ratio": 4.0},
     "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
@@ -43,11 +44,49 @@ def shipped_weights() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / f"{MODEL_NAME}.safetensors"
 
 
+class ConvStem(nn.Module):
+    """Early convolutions (Xiao et al. 2021, "Early Convolutions Help Transformers See Better") in
+    place of a ViT's linear patch embedding: log2(patch) 3×3 stride-2 convolutions with ReLU, then
+    a 1×1 projection to the width. ``[B, 3, H, W]`` → ``[B, width, H / patch, W / patch]``, the
+    shape the linear patch embedding gives, so the rest of the ViT (class token, positional
+    embedding, blocks) is unchanged. Receptive field of a token: 8·2 − 1 = 15 px for patch 8.
+    """
+
+    def __init__(self, width: int, patch_size: int, channels: tuple[int, ...] = (32, 64, 128)):
+        super().__init__()
+        n = patch_size.bit_length() - 1
+        if patch_size != 2**n or n != len(channels):
+            raise InputError(f"the conv stem needs patch_size = 2**{len(channels)}, got {patch_size}")
+        layers: list[nn.Module] = []
+        previous = 3
+        for c in channels:
+            layers += [nn.Conv2d(previous, c, 3, stride=2, padding=1), nn.ReLU()]
+            previous = c
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(previous, width, 1)
+
+    @property
+    def weight(self) -> Tensor:
+        """The projection's weight (callers read ``conv1.weight.dtype`` for the input dtype)."""
+        return self.proj.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.convs(x))
+
+
 def build_model(config: dict[str, Any]) -> nn.Module:
-    """A randomly initialised ``open_clip.CLIP`` from ``config`` (see :data:`DEFAULT_CONFIG`)."""
+    """A randomly initialised ``open_clip.CLIP`` from ``config`` (see :data:`DEFAULT_CONFIG`); with
+    ``config["vision_stem"] == "conv"`` its patch embedding is a :class:`ConvStem`."""
     import open_clip
 
-    return open_clip.CLIP(embed_dim=config["embed_dim"], vision_cfg=dict(config["vision_cfg"]), text_cfg=dict(config["text_cfg"]))
+    model = open_clip.CLIP(embed_dim=config["embed_dim"], vision_cfg=dict(config["vision_cfg"]), text_cfg=dict(config["text_cfg"]))
+    stem = config.get("vision_stem", "linear")
+    if stem == "conv":
+        vision = config["vision_cfg"]
+        model.visual.conv1 = ConvStem(vision["width"], vision["patch_size"])
+    elif stem != "linear":
+        raise InputError(f"vision_stem must be 'linear' or 'conv', got {stem!r}")
+    return model
 
 
 def build_tokenizer(config: dict[str, Any]) -> Callable[[list[str]], Tensor]:

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,11 +55,11 @@ class TrainConfig:
     weight_decay: float = 0.1
     seed: int = 0
     threads: int = 1
-    workers: int = 1
+    workers: int = 2
     loss: str = "truthful"
     log_every: int = 25
     checkpoint_every: int = 100
-    eval_every: int = 0
+    eval_every: int = 250
     eval_size: int = 1000
     model: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_CONFIG)))
 
@@ -197,10 +198,23 @@ def _average_gradients(params: list[nn.Parameter], world: int) -> None:
         offset += g.numel()
 
 
+def _exit_with_parent() -> None:
+    """On Linux, have the kernel end this process when its parent dies (best effort elsewhere: the
+    worker then stops at its next all-reduce, after ``WORKER_TIMEOUT``)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _worker(rank: int, cfg: TrainConfig, out: Path, port: int, queue: Any, progress: bool) -> None:
     """One data-parallel worker process; rank 0 sends ``("log", record)``, then ``("done", record)``
     or ``("error", exception)`` through ``queue``."""
     import torch.distributed as dist
+
+    _exit_with_parent()
 
     def send(kind: str, payload: Any) -> None:
         if rank == 0:
