@@ -198,3 +198,21 @@ def test_worker_errors_reach_the_caller(tmp_path):
     with pytest.raises(InputError, match="different configuration"):
         train(tiny_config(steps=8, batch_size=16, log_every=1, checkpoint_every=4, workers=2), tmp_path / "w.safetensors", progress=False)
     assert not multiprocessing.active_children()
+
+
+def test_conv_stem_replaces_the_patch_embedding_shape_for_shape():
+    from gradeclip.synth.model import DEFAULT_CONFIG, ConvStem
+
+    model = build_model(DEFAULT_CONFIG)
+    stem = model.visual.conv1
+    assert isinstance(stem, ConvStem) and stem.weight is stem.proj.weight
+    x = torch.randn(2, 3, 64, 48)
+    assert stem(x).shape == (2, 128, 8, 6)
+    # a token sees only its neighbourhood: changing a far pixel leaves the token unchanged
+    y = x.clone()
+    y[:, :, 40:, 40:] += 1
+    torch.testing.assert_close(stem(y)[:, :, :3, :3], stem(x)[:, :, :3, :3], rtol=0, atol=0)
+    with pytest.raises(InputError, match="conv stem"):
+        ConvStem(64, 16)
+    with pytest.raises(InputError, match="vision_stem"):
+        build_model({**DEFAULT_CONFIG, "vision_stem": "resnet"})
