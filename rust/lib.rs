@@ -3,7 +3,16 @@
 //! Pure-Rust modules know nothing of Python and return `Result`; the `#[pyfunction]` wrappers
 //! here convert inputs, release the GIL for the heavy work and map errors (see `error.rs`).
 
+pub mod clip_preprocess;
+pub mod colormap;
 pub mod error;
+pub mod metrics;
+pub mod perturb;
+pub mod png;
+mod py_eval;
+mod py_render;
+pub mod render;
+pub mod resample;
 pub mod threads;
 
 use pyo3::prelude::*;
@@ -44,6 +53,8 @@ fn build_info_py(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info_py, m)?)?;
+    py_eval::register(m)?;
+    py_render::register(m)?;
     Ok(())
 }
 

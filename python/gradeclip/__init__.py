@@ -9,6 +9,7 @@ from .errors import (
     GradeclipError,
     InputError,
     ModelLoadError,
+    StoreError,
     TrainingError,
     UnknownMethodError,
     UnsupportedModelError,
@@ -18,7 +19,9 @@ from .explainer import Explainer
 from .loading import load
 from .methods import MethodInfo, methods
 from .preprocessing import native_preprocess
-from .results import ImageExplanation
+from .pipeline import ExplainJob, explain_dataset
+from .results import ImageExplanation, PairExplanation, TextExplanation
+from .store import Store
 
 try:
     __version__ = version("gradeclip")
@@ -35,17 +38,23 @@ def build_info() -> dict[str, object]:
 
 __all__ = [
     "BackendUnavailableError",
+    "ExplainJob",
     "Explainer",
     "GradeclipError",
     "ImageExplanation",
     "InputError",
     "MethodInfo",
     "ModelLoadError",
+    "PairExplanation",
+    "Store",
+    "StoreError",
+    "TextExplanation",
     "TrainingError",
     "UnknownMethodError",
     "UnsupportedModelError",
     "__version__",
     "build_info",
+    "explain_dataset",
     "load",
     "methods",
     "native_preprocess",

@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: list[str] = ["synth"]
+COMMANDS = ["demo", "explain", "bench", "eval", "synth"]
 
 
 def build_parser() -> argparse.ArgumentParser:

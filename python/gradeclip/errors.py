@@ -14,6 +14,7 @@ __all__ = [
     "UnknownMethodError",
     "ModelLoadError",
     "BackendUnavailableError",
+    "StoreError",
     "TrainingError",
 ]
 
@@ -43,6 +44,11 @@ class ModelLoadError(GradeclipError, RuntimeError):
 
 class BackendUnavailableError(GradeclipError, RuntimeError):
     """A compute backend was requested (e.g. through ``GRADECLIP_BACKEND``) that cannot run here."""
+
+
+class StoreError(GradeclipError, RuntimeError):
+    """A store folder cannot be used as asked: made with another model or options, not a store,
+    or incomplete; the message says which and what to do."""
 
 
 class TrainingError(GradeclipError, RuntimeError):

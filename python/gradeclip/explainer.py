@@ -1,4 +1,4 @@
-"""The Explainer: one object that explains a CLIP-style model's images (and, later, texts)."""
+"""The Explainer: one object that explains a CLIP-style model's images and texts."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .errors import InputError
+from .errors import InputError, UnsupportedModelError
 from .methods import get_method
-from .results import ImageExplanation
+from .methods.gradeclip_text import grad_eclip_text
+from .results import ImageExplanation, PairExplanation, TextExplanation
 from .towers.base import TokenTower
-from .towers.registry import image_tower
+from .towers.openclip_text import OpenClipText
+from .towers.registry import image_tower, text_tower
+from .words import tokenize_captions
 
 TEXT_BATCH = 256  # texts encoded per text-tower forward
 
@@ -30,6 +33,27 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in flags:
             module.training = training
+
+
+def _outside_inference(x: Any) -> Any:
+    """A normal copy of a tensor made under ``torch.inference_mode`` (those cannot enter autograd)."""
+    return x.clone() if isinstance(x, Tensor) and x.is_inference() else x
+
+
+def caption_list(texts: str | Sequence[str]) -> list[str]:
+    """``texts`` (one string or a sequence of strings) as a list; :class:`InputError` when it is
+    empty, holds a non-string, or a text is empty or whitespace only (naming its index)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+        raise InputError("texts must be a string or a list of strings (or, for explain_image, token ids [T, L] or embeddings [T, E])")
+    texts = list(texts)
+    if not texts:
+        raise InputError("texts is empty: give at least one text")
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise InputError(f"texts[{i}] is empty or whitespace only")
+    return texts
 
 
 def check_option_names(method: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
@@ -58,6 +82,7 @@ class Explainer:
         self.model = model
         self.tokenizer = tokenizer
         self._image_tower: TokenTower | None = None
+        self._text_tower: OpenClipText | None = None
 
     @property
     def image_tower(self) -> TokenTower:
@@ -66,6 +91,13 @@ class Explainer:
             self._image_tower = image_tower(self.model)
         return self._image_tower
 
+    @property
+    def text_tower(self) -> OpenClipText:
+        """The text tower's adapter (raises :class:`UnsupportedModelError` if there is none)."""
+        if self._text_tower is None:
+            self._text_tower = text_tower(self.model)
+        return self._text_tower
+
     def encode_texts(self, texts: str | Sequence[str] | Tensor) -> tuple[Tensor, list[str] | None]:
         """Unit-norm float32 text embeddings ``[T, E]`` on the model's device, and the texts.
 
@@ -73,22 +105,13 @@ class Explainer:
         (integer tensor ``[T, context_length]``) or embeddings (float tensor ``[T, E]``).
         """
         device = self.image_tower.device
-        if isinstance(texts, str):
-            texts = [texts]
         if isinstance(texts, Tensor):
             if texts.ndim != 2 or texts.shape[0] == 0:
                 raise InputError(f"texts as a tensor must be [T, E] embeddings or [T, L] token ids with T ≥ 1, got {tuple(texts.shape)}")
             if texts.is_floating_point():
                 return self._check_embeddings(texts.to(device)), None
             return self._encode_tokens(texts.to(device)), None
-        if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
-            raise InputError("texts must be a string, a list of strings, token ids [T, L] or embeddings [T, E]")
-        texts = list(texts)
-        if not texts:
-            raise InputError("texts is empty: give at least one text")
-        for i, text in enumerate(texts):
-            if not text.strip():
-                raise InputError(f"texts[{i}] is empty or whitespace only")
+        texts = caption_list(texts)
         if self.tokenizer is None:
             raise InputError("texts were given as strings but the Explainer has no tokenizer; pass tokenizer=")
         return self._encode_tokens(self.tokenizer(texts).to(device)), texts
@@ -125,21 +148,30 @@ class Explainer:
                 :func:`gradeclip.native_preprocess` for ``resolution="native"``); H and W must be
                 multiples of the patch size. Moved to the model's device and dtype.
             texts: a string, a list of strings, token ids ``[T, L]`` or embeddings ``[T, E]``.
-            method: a registered method name (:func:`gradeclip.methods`).
-            **options: the method's options. Grad-ECLIP: ``heads`` (``"single"`` | ``"model"``),
-                ``spatial`` (``"loosened"`` | ``"softmax"`` | ``"none"``), ``qk_space``
-                (``"attention"`` | ``"out_proj"``), ``n_layers`` (≥ 1), ``per_head`` (bool).
+            method: a registered method name (:func:`gradeclip.methods`; ``docs/methods.md``).
+            **options: the method's options (its keyword-only parameters). Grad-ECLIP: ``heads``
+                (``"single"`` | ``"model"``), ``spatial`` (``"loosened"`` | ``"softmax"`` |
+                ``"none"``), ``qk_space`` (``"attention"`` | ``"out_proj"``), ``n_layers`` (≥ 1),
+                ``per_head`` (bool). Options listed in the method's ``text_options`` (e.g. CLIP
+                Surgery's ``redundant``) also take texts, which are encoded like ``texts``.
 
         Returns:
-            :class:`ImageExplanation` with ``maps`` ``[B, T, h, w]`` float32 and ``scores`` /
-            ``model_scores`` ``[B, T]`` float32.
+            :class:`ImageExplanation` with ``maps`` ``[B, T, h, w]`` float32 (token grid, or pixels
+            for pixel-based methods such as RISE), ``scores`` / ``model_scores`` ``[B, T]`` float32,
+            and ``text_specific`` False for methods whose map ignores the text.
         """
-        _, fn = get_method(method)
+        info, fn = get_method(method)
         check_option_names(method, fn, options)
         tower = self.image_tower
         targets, text_list = self.encode_texts(texts)
-        with evaluation_mode(self.model):
-            out = fn(tower, images, targets, **options)
+        call_options = dict(options)
+        for name, default in info.text_options:
+            value = options.get(name, default if self.tokenizer is not None else None)
+            if value is not None:
+                call_options[name] = self._encode_option(name, value)
+        with torch.inference_mode(False), evaluation_mode(self.model):
+            images, targets = _outside_inference(images), _outside_inference(targets)
+            out = fn(tower, images, targets, **call_options)
         return ImageExplanation(
             maps=out.maps,
             scores=out.scores,
@@ -150,4 +182,116 @@ class Explainer:
             image_size=(images.shape[-2], images.shape[-1]),
             resolution=out.resolution,
             extras=out.extras,
+            text_specific=info.text_specific,
         )
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        """Unit-norm float32 image embeddings ``[B, E]`` from the unmodified image tower (any input
+        size the tower accepts, so native-resolution inputs work too)."""
+        with torch.no_grad(), evaluation_mode(self.model):
+            emb = self.image_tower.encode(images).float()
+        norm = emb.norm(dim=-1, keepdim=True)
+        if not torch.isfinite(emb).all() or (norm == 0).any():
+            raise InputError("an image embedding is all zeros or not finite")
+        return emb / norm
+
+    def explain_text(
+        self,
+        images: Tensor,
+        texts: str | Sequence[str],
+        *,
+        n_layers: int = 8,
+        heads: str = "single",
+    ) -> TextExplanation:
+        """Explain which tokens (and words) of each text made it match each image (SPEC §3).
+
+        The images go through the unmodified image tower; the T texts go through the text tower in
+        one forward with its last ``n_layers`` blocks explained (single-head with ``heads="single"``,
+        the model's own heads with ``heads="model"``), and the channel weights of all B×T pairs come
+        from one batched vector-Jacobian product (texts go in chunks of ``TEXT_BATCH`` to bound memory).
+
+        Args:
+            images: float tensor ``[B, 3, H, W]``, preprocessed as for :meth:`explain_image`.
+            texts: a caption or a list of captions (strings; the Explainer's tokenizer must be
+                open_clip's ``SimpleTokenizer``). Captions longer than the context length are
+                truncated with a ``UserWarning`` naming them.
+            n_layers: how many of the text tower's last blocks are explained (1..depth).
+            heads: ``"single"`` or ``"model"``.
+
+        Returns:
+            :class:`TextExplanation` with ``importance`` ``[B, T, context_length]`` float32 and
+            ``scores`` / ``model_scores`` ``[B, T]`` float32; ``words(b, t)`` gives the words.
+
+        Raises:
+            InputError: empty or whitespace-only texts, malformed images, bad options, a tokenizer
+                that cannot be mapped back to words.
+            UnsupportedModelError: a text tower Grad-ECLIP cannot explain.
+        """
+        tower = self.text_tower
+        captions = caption_list(texts)
+        tokens, alignments = tokenize_captions(self.tokenizer, captions, tower.context_length)
+        tokens = tokens.to(tower.device)
+        if [a.eot for a in alignments] != tower.eot_positions(tokens).tolist():
+            raise UnsupportedModelError(
+                f"{tower.description}: the model pools a position other than the tokenizer's end-of-text token"
+            )
+        targets = self.encode_images(images)
+        if targets.shape[-1] != tower.embed_dim:
+            raise UnsupportedModelError(f"image embeddings have width {targets.shape[-1]}, text embeddings {tower.embed_dim}")
+        with evaluation_mode(self.model):  # up to TEXT_BATCH texts per forward, to bound memory
+            outs = [
+                grad_eclip_text(tower, tokens[i : i + TEXT_BATCH], targets, heads=heads, n_layers=n_layers)
+                for i in range(0, tokens.shape[0], TEXT_BATCH)
+            ]
+        return TextExplanation(
+            importance=torch.cat([out.maps for out in outs], dim=1),
+            scores=torch.cat([out.scores for out in outs], dim=1),
+            model_scores=torch.cat([out.model_scores for out in outs], dim=1),
+            texts=captions,
+            alignments=alignments,
+            options={"n_layers": n_layers, "heads": heads},
+        )
+
+    def explain_pair(
+        self,
+        image: Tensor,
+        text: str,
+        *,
+        heads: str = "single",
+        n_layers: int = 1,
+        n_text_layers: int = 8,
+    ) -> PairExplanation:
+        """The visual map and the word importances of one (image, text) pair (the paper's Fig. 4).
+
+        Args:
+            image: float tensor ``[3, H, W]`` or ``[1, 3, H, W]``, preprocessed.
+            text: the caption.
+            heads: ``"single"`` or ``"model"``, for both sides.
+            n_layers: image-tower blocks explained (SPEC §2; default 1).
+            n_text_layers: text-tower blocks explained (SPEC §3; default 8).
+
+        Returns:
+            :class:`PairExplanation`: ``.map`` ``[h, w]``, ``.words``, and both full explanations.
+        """
+        if not isinstance(text, str):
+            raise InputError(f"text must be one string, got {type(text).__name__}")
+        if isinstance(image, Tensor) and image.ndim == 3:
+            image = image.unsqueeze(0)
+        if isinstance(image, Tensor) and image.ndim == 4 and image.shape[0] != 1:
+            raise InputError(f"explain_pair takes one image, got a batch of {image.shape[0]}; use explain_image / explain_text")
+        textual = self.explain_text(image, [text], n_layers=n_text_layers, heads=heads)
+        visual = self.explain_image(image, [text], method="gradeclip", heads=heads, n_layers=n_layers)
+        return PairExplanation(visual=visual, textual=textual)
+
+    def _encode_option(self, name: str, value: Any) -> Tensor:
+        """A text-valued option (a string, possibly empty, a list of strings, token ids or
+        embeddings ``[E]`` / ``[n, E]``) → unit-norm float32 embeddings ``[n, E]``."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, Tensor):
+            return self.encode_texts(value.unsqueeze(0) if value.ndim == 1 else value)[0]
+        if not isinstance(value, Sequence) or not value or not all(isinstance(v, str) for v in value):
+            raise InputError(f"option {name!r} takes a text, a list of texts, token ids or embeddings, got {type(value).__name__}")
+        if self.tokenizer is None:
+            raise InputError(f"option {name!r} was given as text but the Explainer has no tokenizer; pass tokenizer= or an embedding")
+        return self._encode_tokens(self.tokenizer(list(value)).to(self.image_tower.device))

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from torch import Tensor
+
+from .words import WordAlignment
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class ImageExplanation:
         resolution: ``"tokens"`` or ``"pixels"``.
         extras: method-specific tensors (Grad-ECLIP ``per_head=True``: ``"head_maps"``
             ``[B, T, H, h, w]``).
+        text_specific: False for text-agnostic methods (``raw_attention``, ``rollout``): their map
+            ignores the text, so ``maps[:, t]`` is the same for every t.
     """
 
     maps: Tensor
@@ -37,8 +42,99 @@ class ImageExplanation:
     image_size: tuple[int, int]
     resolution: str = "tokens"
     extras: dict[str, Tensor] = field(default_factory=dict)
+    text_specific: bool = True
 
     @property
     def grid(self) -> tuple[int, int]:
         """``(h, w)`` of each map."""
         return (self.maps.shape[-2], self.maps.shape[-1])
+
+    def upsampled(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The maps upsampled bilinearly with half-pixel centres (SPEC §5) to ``size`` (default:
+        ``image_size``), as numpy float32 ``[B, T, H, W]`` on the CPU (see :func:`gradeclip.render.upsample`)."""
+        from . import render
+
+        b, t, h, w = self.maps.shape
+        up = render.upsample(self.maps.detach().reshape(b * t, h, w), self.image_size if size is None else size)
+        return up.reshape(b, t, *up.shape[1:])
+
+    def normalized(self) -> np.ndarray:
+        """:meth:`upsampled` maps, each min-max normalised to [0, 1] (a constant map becomes zeros),
+        as numpy float32 ``[B, T, H, W]`` — the maps SPEC §5 displays and evaluates."""
+        from . import render
+
+        up = self.upsampled()
+        return render.normalize(up.reshape(-1, *up.shape[2:])).reshape(up.shape)
+
+@dataclass(frozen=True)
+class TextExplanation:
+    """Textual explanations of T texts against B images (SPEC §3).
+
+    Attributes:
+        importance: ``[B, T, context_length]`` float32: the importance of each token position of
+            text t for its match with image b. Zero at the start and end tokens and the padding;
+            each row sums to 1 (or is all zero). On the model's device.
+        scores: ``[B, T]`` float32, the score explained (with ``heads="single"``, the cosine of the
+            text tower run with single-head blocks).
+        model_scores: ``[B, T]`` float32, the unmodified model's cosine score.
+        texts: the captions, as given.
+        alignments: per text, how its tokens map back to its words (:class:`~gradeclip.words.WordAlignment`).
+        options: ``n_layers`` and ``heads`` the explanation ran with.
+    """
+
+    importance: Tensor
+    scores: Tensor
+    model_scores: Tensor
+    texts: list[str]
+    alignments: list[WordAlignment]
+    options: dict[str, Any]
+
+    def tokens(self, t: int) -> list[str]:
+        """The decoded BPE token strings of text ``t`` at positions ``0..EOT`` (aligned with
+        ``importance[:, t]``; start and end tokens included). A piece holding part of a multi-byte
+        character decodes to ``"\ufffd"``."""
+        return list(self.alignments[t].tokens)
+
+    def words(self, b: int, t: int) -> list[tuple[str, float]]:
+        """``[(word, importance), …]`` of text ``t`` against image ``b``, in caption order.
+
+        Words are exactly as written in the caption (case, accents, entities kept); leading and
+        trailing punctuation are words of their own; a word's importance is the sum of its BPE
+        pieces' (so the words of an untruncated caption sum to 1, or all are 0). Words cut off by
+        truncation are left out.
+        """
+        row = self.importance[b, t].tolist()
+        alignment = self.alignments[t]
+        return [(word, float(sum(row[p] for p in pos))) for word, pos in zip(alignment.words, alignment.positions)]
+
+    def spans(self, t: int) -> list[tuple[int, int]]:
+        """``(start, end)`` character offsets in ``texts[t]`` of the words :meth:`words` returns."""
+        return list(self.alignments[t].spans)
+
+
+@dataclass(frozen=True)
+class PairExplanation:
+    """Both sides of one (image, text) pair: the paper's headline figure in one object.
+
+    Attributes:
+        visual: the image's :class:`ImageExplanation` (B = T = 1).
+        textual: the caption's :class:`TextExplanation` (B = T = 1).
+    """
+
+    visual: ImageExplanation
+    textual: TextExplanation
+
+    @property
+    def map(self) -> Tensor:
+        """The raw visual map ``[h, w]`` float32."""
+        return self.visual.maps[0, 0]
+
+    @property
+    def words(self) -> list[tuple[str, float]]:
+        """``[(word, importance), …]`` of the caption (see :meth:`TextExplanation.words`)."""
+        return self.textual.words(0, 0)
+
+    @property
+    def text(self) -> str:
+        """The caption."""
+        return self.textual.texts[0]

@@ -29,7 +29,20 @@ class MethodOutput:
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """A registered method: its name, what it needs and costs, and where it comes from."""
+    """A registered method: its name, what it needs and costs, and where it comes from.
+
+    Attributes:
+        name: the name ``Explainer.explain_image(..., method=name)`` takes.
+        text_specific: False when the method ignores the text (every text gets the same map).
+        needs_gradients: whether the method runs a backward pass.
+        forwards_per_image: rough cost in tower forwards per image (a backward ≈ 2 forwards).
+        paper: the publication the method comes from.
+        summary: one line saying what the map is.
+        text_options: ``(option, default text or None)`` for options that take a text embedding; the
+            :class:`~gradeclip.Explainer` accepts texts for them (empty allowed) and passes unit-norm
+            embeddings ``[n, E]``, encoding the default text when the option is not given and it
+            has a tokenizer.
+    """
 
     name: str
     text_specific: bool
@@ -37,3 +50,4 @@ class MethodInfo:
     forwards_per_image: str
     paper: str
     summary: str
+    text_options: tuple[tuple[str, str | None], ...] = ()

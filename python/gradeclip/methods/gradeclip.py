@@ -136,10 +136,10 @@ def channel_weights(embedding: Tensor, targets: Tensor, outputs: list[Tensor]) -
     """
     batch, width = embedding.shape
     n_targets = targets.shape[0]
-    e = embedding.float()
-    norm = e.norm(dim=-1, keepdim=True)
-    scores = (e / norm) @ targets.T
-    with torch.enable_grad():
+    with torch.enable_grad():  # callers may be under torch.no_grad()
+        e = embedding.float()
+        norm = e.norm(dim=-1, keepdim=True)
+        scores = (e / norm) @ targets.T
         if n_targets <= width:
             eye = torch.eye(n_targets, device=e.device, dtype=e.dtype)
             cotangents = eye.unsqueeze(1).expand(n_targets, batch, n_targets)  # [T, B, T] one-hot per t
@@ -173,7 +173,7 @@ def grad_eclip(
     qk_space: str = "attention",
     n_layers: int = 1,
     per_head: bool = False,
-) -> GradEclipResult:
+) -> MethodOutput:
     """Grad-ECLIP maps of ``inputs`` against unit-norm ``targets`` ``[T, E]`` (SPEC §2).
 
     Returns a :class:`MethodOutput` with ``maps`` ``[B, T, *grid]`` over the tower's map keys and,

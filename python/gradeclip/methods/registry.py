@@ -5,13 +5,24 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..errors import UnknownMethodError
-from . import gradeclip
+from . import clip_surgery, game, gradcam, gradeclip, m2ib, maskclip, raw_attention, rise, rollout
 from .base import MethodInfo, MethodOutput
 
 MethodFn = Callable[..., MethodOutput]
 
 _REGISTRY: dict[str, tuple[MethodInfo, MethodFn]] = {
-    gradeclip.INFO.name: (gradeclip.INFO, gradeclip.grad_eclip),
+    info.name: (info, fn)
+    for info, fn in (
+        (gradeclip.INFO, gradeclip.grad_eclip),
+        (raw_attention.INFO, raw_attention.raw_attention),
+        (rollout.INFO, rollout.rollout),
+        (gradcam.INFO, gradcam.gradcam),
+        (maskclip.INFO, maskclip.maskclip),
+        (game.INFO, game.game),
+        (rise.INFO, rise.rise),
+        (clip_surgery.INFO, clip_surgery.clip_surgery),
+        (m2ib.INFO, m2ib.m2ib),
+    )
 }
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..attention import attend
+from ..errors import UnsupportedModelError
 from .blocks import BlockAdapter
 
 
@@ -65,6 +67,15 @@ class TokenTower(ABC):
     def head(self, z: Tensor) -> Tensor:
         """The query position's final token ``[B, D]`` → the unnormalised embedding ``[B, E]``."""
 
+    def token_head(self, z: Tensor) -> Tensor:
+        """The head applied to every token: final tokens ``[..., D]`` → ``[..., E]`` in the embedding space.
+
+        Dense (per-patch) methods such as MaskCLIP and CLIP Surgery project every token the way the
+        query token is projected. Towers whose head is not per-token (attention poolers) raise
+        :class:`UnsupportedModelError`.
+        """
+        raise UnsupportedModelError(f"{self.description}: the head is not a per-token projection, so dense per-token features are undefined")
+
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the tower computes in."""
@@ -80,6 +91,24 @@ class TokenTower(ABC):
         for block in blocks:
             x = block.forward(x, attn_mask, self.batch_first)
         return x
+
+    def run_blocks_with_attention(
+        self, x: Tensor, blocks: list[BlockAdapter], attn_mask: Tensor | None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Run ``blocks`` on batch-first ``x`` ``[B, L, D]`` with the model's heads, recomputed from the
+        blocks' own weights so that each block's attention probabilities are available.
+
+        Returns ``(x_out [B, L, D], probs)`` with ``probs[j]`` ``[B, H, L, L]`` float32, block ``j``'s
+        softmax attention (rows = queries). Differentiable: under autograd, ``probs[j]`` lie on the
+        path from ``x`` to ``x_out``, so gradients with respect to them are the model's.
+        """
+        probs = []
+        for block in blocks:
+            q, k, v = block.qkv(x)
+            o, p = attend(q, k, v, block.heads, attn_mask)
+            x = block.finish(x, o)
+            probs.append(p)
+        return x, probs
 
     def encode(self, inputs: Any) -> Tensor:
         """The model's own, unmodified embedding ``[B, E]`` (unnormalised) of ``inputs``."""

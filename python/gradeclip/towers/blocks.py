@@ -64,12 +64,17 @@ class BlockAdapter:
         """The attention's output projection ``o W_oᵀ + b_o`` on ``[..., D]``."""
         return self.attn.out_proj(o)
 
+    def attention_update(self, o: Tensor) -> Tensor:
+        """What the attention branch adds to the residual stream: ``ls1(o W_oᵀ + b_o)`` on ``[..., D]``
+        (``ls1`` is the layer scale, identity where the model has none)."""
+        return self.block.ls_1(self.out_proj(o))
+
     def finish(self, x: Tensor, o: Tensor) -> Tensor:
         """The per-token rest of the block: ``y = x + ls1(o W_o + b_o)``, ``z = y + ls2(mlp(ln_2(y)))``.
 
         ``x`` and ``o`` share a shape ``[..., D]``; returns ``z`` of that shape.
         """
-        y = x + self.block.ls_1(self.out_proj(o))
+        y = x + self.attention_update(o)
         return y + self.block.ls_2(self.block.mlp(self.block.ln_2(y)))
 
     def forward(self, x: Tensor, attn_mask: Tensor | None, batch_first: bool) -> Tensor:

@@ -99,4 +99,9 @@ class OpenClipViT(TokenTower):
         )
 
     def head(self, z: Tensor) -> Tensor:
+        return self.token_head(z)
+
+    def token_head(self, z: Tensor) -> Tensor:
+        """``ln_post`` then the projection, on any ``[..., D]`` → ``[..., E]`` (class-token pooling makes
+        the head per-token)."""
         return self.visual.ln_post(z) @ self.visual.proj

@@ -1,0 +1,171 @@
+"""``gradeclip explain``: explain a whole dataset into a resumable store (docs/datasets.md).
+
+Runs the same under ``torchrun --nproc_per_node N -m gradeclip explain ...`` (or the ``gradeclip``
+script): every rank takes its own part of the input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..errors import GradeclipError, InputError
+
+EPILOG = """examples:
+  gradeclip explain --model ViT-B-16 --pretrained open_clip_model.safetensors --data pets/ --texts "a cat" "a dog" --out pets.gx
+  gradeclip explain --model ViT-B-16 --pretrained ckpt.pt --data captions.csv --out coco.gx          (each image vs its caption)
+  gradeclip explain --model ViT-B-16 --pretrained ckpt.pt --data 'shards/{00000..00099}.tar' --classnames --top-k 3 --out zs.gx
+  torchrun --nproc_per_node 8 -m gradeclip explain ...                                                (one rank per GPU)
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``explain`` and its options."""
+    p = subparsers.add_parser(
+        "explain",
+        help="explain a dataset (folder, table or tar shards) into a resumable store",
+        description="Explain every image of a dataset into a store: DIR/index.parquet, DIR/maps/*.npy, DIR/manifest.json. "
+        "Rerunning the same command resumes an interrupted run.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model = p.add_argument_group("model")
+    model.add_argument("--model", required=True, help="open_clip architecture (ViT-B-16, ...), or a folder with open_clip_config.json and weights (also as local-dir:FOLDER)")
+    model.add_argument("--pretrained", help="open_clip pretrained tag or a checkpoint file (default: the folder's weights, else random weights)")
+    model.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="model precision (default: fp32)")
+    model.add_argument("--device", default="auto", help="auto (the rank's GPU if any, else CPU), cpu, cuda, cuda:N (default: auto)")
+
+    data = p.add_argument_group("input")
+    data.add_argument("--data", required=True, help="a folder of images, a .csv/.tsv/.parquet table, or tar shards ('shards/{00000..00099}.tar')")
+    data.add_argument("--format", choices=("auto", "folder", "table", "tar"), default="auto", help="what --data is (default: guessed)")
+    data.add_argument("--image-column", help="table column with image paths (default: image, image_path, filepath, path, ...)")
+    data.add_argument("--caption-column", help="table column with captions (default: caption, text or title, if present)")
+    data.add_argument("--label-column", help="table column with ground-truth classes, for --classnames (default: label or class, if present)")
+    data.add_argument("--key-column", help="table column with unique sample keys (default: key if present, else the row number)")
+    data.add_argument("--images-root", help="folder that relative image paths in a table start from (default: the table's folder)")
+
+    what = p.add_argument_group("what to explain (default: each image against its own caption)")
+    texts = what.add_mutually_exclusive_group()
+    texts.add_argument("--texts", nargs="+", metavar="TEXT", help="explain every image against each of these texts")
+    texts.add_argument("--texts-file", metavar="FILE", help="like --texts, one text per line")
+    texts.add_argument(
+        "--classnames", nargs="?", const="imagenet", metavar="FILE",
+        help="zero-shot: explain each image's top-k predicted classes; FILE has one class name per line (default: ImageNet's 1,000)",
+    )
+    what.add_argument("--templates", default="openai", help="zero-shot prompt templates: openai (80), simple (7), none, or a file with '{}' lines (default: openai)")
+    what.add_argument("--top-k", type=int, default=5, help="zero-shot: predicted classes explained per image (default: 5)")
+
+    method = p.add_argument_group("method")
+    method.add_argument("--method", default="gradeclip", help="explanation method (see gradeclip.methods(); default: gradeclip)")
+    method.add_argument("--heads", choices=("single", "model"), help="Grad-ECLIP: single-head re-run (paper) or the model's own heads")
+    method.add_argument("--spatial", choices=("loosened", "softmax", "none"), help="Grad-ECLIP spatial weights")
+    method.add_argument("--qk-space", choices=("attention", "out_proj"), help="Grad-ECLIP: where q and k are compared")
+    method.add_argument("--n-layers", type=int, help="Grad-ECLIP: explain the last N blocks and sum their maps")
+    method.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="any other method option (VALUE read as JSON, else as text); repeatable")
+
+    extra = p.add_argument_group("more outputs")
+    extra.add_argument("--overlays", action="store_true", help="also write each map over its image (as the model saw it) as a PNG in DIR/overlays/")
+    extra.add_argument("--alpha", type=float, default=0.5, help="overlay: weight of the colour map (default: 0.5)")
+    extra.add_argument("--colormap", choices=("jet", "viridis", "turbo"), default="jet", help="overlay colour map (default: jet)")
+    extra.add_argument("--text-maps", action="store_true", help="also explain each text: word importances in the index (columns words, word_importance)")
+    extra.add_argument("--text-layers", type=int, default=8, help="text maps: the text tower's last blocks explained (default: 8)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="DIR", help="the store folder (created; resumed if it holds the same run)")
+    out.add_argument("--overwrite", action="store_true", help="replace a store made with another model, input or options")
+    out.add_argument("--shard-size", type=int, default=1024, help="samples per map shard: the unit of commit and resume (default: 1024)")
+
+    speed = p.add_argument_group("speed")
+    speed.add_argument("--batch-size", type=int, default=64, help="images per model batch (default: 64)")
+    speed.add_argument("--workers", type=int, help="DataLoader workers decoding images (default: min(8, CPUs))")
+    speed.add_argument("--prefetch", type=int, default=4, help="batches each worker prepares ahead (default: 4)")
+    speed.add_argument("--max-targets", type=int, default=32, help="pairs/zero-shot: most texts per model call (default: 32)")
+    speed.add_argument("--dist-timeout", type=float, default=24 * 60, metavar="MINUTES", help="torchrun: how long ranks wait for each other (default: 1440)")
+    speed.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def parse_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The method options from the Grad-ECLIP flags and ``--option NAME=VALUE`` entries."""
+    options: dict[str, Any] = {}
+    for flag in ("heads", "spatial", "qk_space", "n_layers"):
+        if getattr(args, flag) is not None:
+            options[flag] = getattr(args, flag)
+    for entry in args.option:
+        name, sep, text = entry.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--option needs NAME=VALUE, got {entry!r}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        options[name.strip()] = value
+    return options
+
+
+def job_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`gradeclip.pipeline.ExplainJob` the arguments describe."""
+    from ..pipeline import ExplainJob
+    from ..zeroshot import imagenet_classnames, read_lines, templates
+
+    texts = read_lines(args.texts_file) if args.texts_file else args.texts
+    classnames = None
+    if args.classnames is not None:
+        classnames = imagenet_classnames() if args.classnames == "imagenet" else read_lines(args.classnames)
+    job = ExplainJob(
+        model=args.model,
+        data=args.data,
+        out=args.out,
+        pretrained=args.pretrained,
+        texts=texts,
+        classnames=classnames,
+        templates=templates(args.templates) if classnames is not None else None,
+        top_k=args.top_k,
+        method=args.method,
+        options=parse_options(args),
+        format=args.format,
+        image_column=args.image_column,
+        caption_column=args.caption_column,
+        label_column=args.label_column,
+        key_column=args.key_column,
+        images_root=args.images_root,
+        overlays=args.overlays,
+        alpha=args.alpha,
+        colormap=args.colormap,
+        text_maps=args.text_maps,
+        text_layers=args.text_layers,
+        shard_size=args.shard_size,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        prefetch=args.prefetch,
+        max_targets=args.max_targets,
+        device=args.device,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        dist_timeout_min=args.dist_timeout,
+    )
+    if args.workers is not None:
+        job.workers = args.workers
+    return job
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``gradeclip explain``; 0 on success, 2 when the input, model or store is refused."""
+    from ..pipeline import explain_dataset
+
+    try:
+        summary = explain_dataset(job_from_args(args))
+    except GradeclipError as exc:
+        print(f"gradeclip explain: error: {exc}", file=sys.stderr)
+        return 2
+    if summary.counts is not None:
+        c = summary.counts
+        print(
+            f"{args.out}: {c['samples']:,} samples, {c['ok']:,} explained pairs, {c['failed_samples']:,} samples failed "
+            f"(this run: {summary.samples:,} samples in {summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s)"
+        )
+        if c["errors"]:
+            print(f"failures are listed in {args.out}/index.parquet (status == 'error', with the reason in 'error')")
+    return 0

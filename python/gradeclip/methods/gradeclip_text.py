@@ -1,0 +1,44 @@
+"""Grad-ECLIP textual explanation (SPEC §3): the same engine, run on the text tower.
+
+The T texts are the tower's batch and the B images' unit embeddings are the targets, so one
+text-tower forward and one batched vector-Jacobian product give every (image, text) pair; the
+engine's ``[T, B, …]`` output is transposed to ``[B, T, …]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..towers.openclip_text import OpenClipText
+from .base import MethodOutput
+from .gradeclip import grad_eclip
+
+
+def token_importance(maps: Tensor, eot: Tensor, length: int) -> Tensor:
+    """Token importance from text maps (SPEC §3, last step).
+
+    ``maps`` ``[B, T, n]`` (the summed per-layer maps over positions ``0..n-1``), ``eot`` ``[T]`` the
+    end-of-text position of each text. Returns float32 ``[B, T, length]``: the maps strictly
+    between the start token (position 0) and EOT, zero elsewhere, each row divided by its sum
+    (a row that is all zero stays all zero).
+    """
+    positions = torch.arange(maps.shape[-1], device=maps.device)
+    inside = (positions > 0) & (positions.unsqueeze(0) < eot.to(maps.device).unsqueeze(1))  # [T, n]
+    kept = maps.float() * inside
+    total = kept.sum(dim=-1, keepdim=True)
+    kept = torch.where(total > 0, kept / torch.where(total > 0, total, 1.0), kept)
+    return torch.nn.functional.pad(kept, (0, length - maps.shape[-1]))
+
+
+def grad_eclip_text(tower: OpenClipText, tokens: Tensor, image_targets: Tensor, *, heads: str, n_layers: int) -> MethodOutput:
+    """Grad-ECLIP token importance of texts ``tokens`` ``[T, L]`` against unit-norm image embeddings
+    ``image_targets`` ``[B, E]``.
+
+    Returns a :class:`MethodOutput` with ``maps`` = the importance ``[B, T, L]`` float32 (each row
+    sums to 1 or is all zero), ``scores`` ``[B, T]`` (the explained forward's cosine) and
+    ``model_scores`` ``[B, T]`` (the unmodified model's cosine).
+    """
+    out = grad_eclip(tower, tokens, image_targets, heads=heads, n_layers=n_layers)
+    importance = token_importance(out.maps.transpose(0, 1), tower.eot_positions(tokens.to(tower.device)), tokens.shape[1])
+    return MethodOutput(maps=importance, scores=out.scores.T, model_scores=out.model_scores.T)

@@ -1,0 +1,456 @@
+"""Dataset runs: input source → DataLoader workers → Explainer → store; resumable, torchrun-aware.
+
+Work is cut into *chunks*, the unit a store commits: for a folder or table, chunk ``c`` holds
+samples ``[c·S, (c+1)·S)`` (``S`` = ``shard_size``) and is named ``c0000042``; for tar shards,
+chunk ``b`` of shard ``j`` holds that shard's samples ``[b·S, (b+1)·S)`` and is named
+``s000007-00003``. Chunk names do not depend on the number of processes, so a run can resume with
+another world size. Under ``torchrun`` rank ``r`` of ``W`` takes chunks (folder/table) or shards
+(tar) ``r, r+W, r+2W, …``; DataLoader worker ``w`` of ``K`` takes every K-th batch (folder/table:
+all workers fill one chunk at a time, in order) or shard (tar).
+
+What each image is explained against (SPEC §2 maps, any registered method):
+
+- ``texts``: every image against one shared list; one model call per batch.
+- ``pairs``: each image against its own caption.
+- ``zeroshot``: each image against its top-k predicted classes (the unmodified model's scores
+  against the class embeddings), plus its ground-truth class when the source gives a label.
+
+In the last two modes images want different texts. The Explainer explains a batch against a
+shared text list, so a batch is cut into consecutive groups whose union of wanted texts stays
+within ``max_targets``; each group is one ``explain_image`` call and each image keeps its own
+texts' maps. The extra work is the gradient for the union's other texts: one vector-Jacobian
+product of the post-attention row per text (SPEC §2 step 2), small next to the tower forward
+(see ``benches/bench_pipeline.py`` for the measured cost of the group size).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+from tqdm.auto import tqdm
+
+from .data import IndexedSource, ShardedSource, Source, open_source
+from .data.batches import Batch, IndexedBatches, ShardBatches, identity, indexed_chunk, worker_init
+from .distributed import Ranks, barrier, broadcast, init_ranks
+from .errors import InputError, StoreError
+from .explainer import Explainer
+from .loading import PRECISIONS, load
+from .preprocessing import OPENAI_MEAN, OPENAI_STD
+from .store import OVERLAYS, ChunkBuffer, StoreWriter
+from .targets import Row, Targets
+from .zeroshot import classifier, templates
+
+PENDING_WRITES = 4  # overlay batches and chunks waiting for the writer thread before the main loop waits
+COLORMAPS = ("jet", "viridis", "turbo")
+
+
+@dataclass
+class ExplainJob:
+    """Everything a dataset run needs. Settings above ``batch_size`` decide the store's content
+    (a store made with others is refused); the rest only how fast it is made.
+
+    Attributes:
+        model: open_clip architecture name, ``local-dir:FOLDER`` (an ``open_clip_config.json`` and
+            weights, as on the Hugging Face hub), or such a folder's path.
+        data: the input: folder, table, or tar shards (:func:`gradeclip.data.open_source`).
+        out: the store folder.
+        pretrained: open_clip tag or checkpoint file; None = the folder's weights (``local-dir``)
+            or random weights.
+        texts: explain every image against these texts.
+        classnames: zero-shot: explain the top-k predicted of these classes.
+        templates: zero-shot prompt templates (``{}`` = the class name); None = open_clip's 80
+            OpenAI ImageNet templates.
+        top_k: zero-shot: how many predicted classes per image.
+        method, options: the explanation method and its options (:meth:`Explainer.explain_image`).
+        format, image_column, caption_column, label_column, key_column, images_root: how to read ``data``.
+        overlays: also write each map over its image as a PNG (SPEC §9), with ``alpha`` and
+            ``colormap`` (``jet``, ``viridis``, ``turbo``), on the image as the model saw it.
+        text_maps: also explain each pair's text (SPEC §3): word importances in the index, from
+            the text tower's last ``text_layers`` blocks (with the ``heads`` option, if given).
+        shard_size: samples per chunk (the unit of commit and resume).
+        precision: ``fp32``, ``fp16`` or ``bf16``.
+        batch_size: images per model batch.
+        workers: DataLoader worker processes decoding and preprocessing (0 = in the main process).
+        prefetch: batches each worker prepares ahead.
+        max_targets: the most texts one model call explains in ``pairs``/``zeroshot`` mode.
+        device: ``auto`` (the rank's GPU if there is one, else the CPU), ``cpu``, ``cuda``, ``cuda:N``.
+        overwrite: replace a store made with other settings.
+        progress: show a progress bar (rank 0).
+        dist_timeout_min: how long ranks wait for each other (minutes).
+    """
+
+    model: str
+    data: str
+    out: str
+    pretrained: str | None = None
+    texts: list[str] | None = None
+    classnames: list[str] | None = None
+    templates: list[str] | None = None
+    top_k: int = 5
+    method: str = "gradeclip"
+    options: dict[str, Any] = field(default_factory=dict)
+    format: str = "auto"
+    image_column: str | None = None
+    caption_column: str | None = None
+    label_column: str | None = None
+    key_column: str | None = None
+    images_root: str | None = None
+    overlays: bool = False
+    alpha: float = 0.5
+    colormap: str = "jet"
+    text_maps: bool = False
+    text_layers: int = 8
+    shard_size: int = 1024
+    precision: str = "fp32"
+    batch_size: int = 64
+    workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
+    prefetch: int = 4
+    max_targets: int = 32
+    device: str = "auto"
+    overwrite: bool = False
+    progress: bool = True
+    dist_timeout_min: float = 24 * 60
+
+    @property
+    def mode(self) -> str:
+        """``texts``, ``zeroshot`` or ``pairs``."""
+        return "texts" if self.texts is not None else "zeroshot" if self.classnames is not None else "pairs"
+
+    def check(self) -> None:
+        """Raise :class:`InputError` for a setting out of range."""
+        if self.texts is not None and self.classnames is not None:
+            raise InputError("give either texts or class names (zero-shot), not both")
+        if self.texts is not None and (not self.texts or any(not t.strip() for t in self.texts)):
+            raise InputError("texts must be a non-empty list of non-empty strings")
+        for name in ("shard_size", "batch_size", "prefetch", "max_targets", "top_k", "text_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise InputError(f"workers must be an integer ≥ 0, got {self.workers!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.text_maps and self.mode == "zeroshot":
+            raise InputError("text maps explain captions or given texts; zero-shot classes are averages of prompt templates")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.colormap not in COLORMAPS:
+            raise InputError(f"colormap must be one of {', '.join(COLORMAPS)}, got {self.colormap!r}")
+
+
+@dataclass
+class RunSummary:
+    """What a run did (on this rank; ``counts`` is the whole store's, on rank 0 only)."""
+
+    samples: int  # samples this rank explained or recorded as failed in this run
+    seconds: float  # from the first batch to the last commit on this rank
+    skipped_chunks: int  # chunks already complete when the run started
+    counts: dict[str, int] | None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that decide a store's content."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    found = {"python": platform.python_version(), "gradeclip": __version__}
+    for name in ("torch", "open_clip_torch", "numpy", "pillow", "pyarrow"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "missing"
+    return found
+
+
+def input_size(preprocess: Callable[[Image.Image], Tensor]) -> tuple[int, int]:
+    """``(H, W)`` of the model's preprocessed input."""
+    probe = preprocess(Image.new("RGB", (640, 480)))
+    return int(probe.shape[-2]), int(probe.shape[-1])
+
+
+def _text_bank(job: ExplainJob, explainer: Explainer, progress: bool) -> Tensor | None:
+    if job.mode == "texts":
+        assert job.texts is not None
+        return explainer.encode_texts(job.texts)[0]
+    if job.mode == "zeroshot":
+        assert job.classnames is not None and job.templates is not None
+        return classifier(explainer, job.classnames, job.templates, progress=progress)
+    return None
+
+
+def _config(job: ExplainJob, source: Source, size: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "model": job.model,
+        "pretrained": job.pretrained,
+        "precision": job.precision,
+        "method": job.method,
+        "options": job.options,
+        "mode": job.mode,
+        "texts": job.texts,
+        "classnames": job.classnames,
+        "templates": job.templates,
+        "top_k": job.top_k if job.mode == "zeroshot" else None,
+        "input": source.fingerprint(),
+        "input_size": list(size),
+        "shard_size": job.shard_size,
+        "overlays": {"alpha": job.alpha, "colormap": job.colormap} if job.overlays else None,
+        "text_maps": _text_options(job),
+    }
+
+
+def _text_options(job: ExplainJob) -> dict[str, Any] | None:
+    return {"n_layers": job.text_layers, "heads": job.options.get("heads", "single")} if job.text_maps else None
+
+
+@dataclass
+class Overlays:
+    """Writes overlay PNGs (SPEC §9) of maps on the images as the model saw them.
+
+    ``mean``/``std`` ``[3, 1, 1]``: the model's input normalisation, undone to get the pixels back.
+    """
+
+    root: Path
+    alpha: float
+    colormap: str
+    mean: Tensor
+    std: Tensor
+
+    def pixels(self, images: Tensor) -> np.ndarray:
+        """uint8 RGB ``[n, H, W, 3]`` of preprocessed images ``[n, 3, H, W]`` (exact for 8-bit inputs)."""
+        values = (images.detach().float().cpu() * self.std + self.mean) * 255
+        return np.ascontiguousarray(values.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+    def save(self, tasks: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+        """Write ``(path relative to the store, image [H, W, 3] uint8, raw map [h, w])`` overlays."""
+        from . import render
+
+        for folder in {(self.root / path).parent for path, _, _ in tasks}:
+            folder.mkdir(parents=True, exist_ok=True)
+        paths = [self.root / path for path, _, _ in tasks]
+        render.save_overlays(paths, [image for _, image, _ in tasks], [m.astype(np.float32) for _, _, m in tasks], self.alpha, self.colormap)  # type: ignore[arg-type]
+
+
+def _work(
+    source: Source, job: ExplainJob, ranks: Ranks, done: dict[str, bool], preprocess: Callable[[Image.Image], Tensor]
+) -> tuple[IterableDataset, int, int | None, int]:
+    """This rank's pending work: ``(dataset, parallel units, samples to do or None when unknown,
+    chunks of this rank already done)``."""
+    size = job.shard_size
+    if isinstance(source, IndexedSource):
+        chunks = [(indexed_chunk(c), c * size, min(len(source), (c + 1) * size)) for c in range(ranks.rank, -(-len(source) // size), ranks.world)]
+        pending = [chunk for chunk in chunks if chunk[0] not in done]
+        plan = [
+            (name, start - begin, start, min(end, start + job.batch_size), start + job.batch_size >= end)
+            for name, begin, end in pending
+            for start in range(begin, end, job.batch_size)
+        ]
+        todo = sum(end - begin for _, begin, end in pending)
+        return IndexedBatches(source, plan, preprocess), len(plan), todo, len(chunks) - len(pending)
+    assert isinstance(source, ShardedSource)
+    mine = {f"s{j:06d}": j for j in range(ranks.rank, len(source.shards), ranks.world)}
+    finished = {name.split("-")[0] for name, unit_done in done.items() if unit_done}
+    pending = [j for prefix, j in mine.items() if prefix not in finished]
+    done_here = {name for name in done if name.split("-")[0] in mine}
+    partial = {name for name in done_here if name.split("-")[0] not in finished}
+    dataset = ShardBatches(source, pending, partial, preprocess, job.batch_size, size)
+    sizes = source.shard_sizes()
+    todo = None if sizes is None else max(0, sum(sizes[j] for j in pending) - len(partial) * size)
+    return dataset, len(pending), todo, len(done_here)
+
+
+def explain_dataset(job: ExplainJob, *, loaded: tuple[Any, Any, Any] | None = None) -> RunSummary:
+    """Explain a dataset into a store (see the module docstring and ``docs/datasets.md``).
+
+    Under torchrun every rank calls this; rank 0 prepares the store, computes shared text
+    embeddings, and merges the index when every rank is done.
+
+    Args:
+        job: the run's settings.
+        loaded: an already loaded ``(model, preprocess, tokenizer)`` on the right device and
+            precision (used instead of loading ``job.model``).
+
+    Returns:
+        a :class:`RunSummary` (the store's counts on rank 0).
+
+    Raises:
+        InputError, ModelLoadError, StoreError, UnsupportedModelError: before any work is done.
+    """
+    job.check()
+    zero_shot_templates = None
+    if job.mode == "zeroshot":
+        zero_shot_templates = job.templates if job.templates is not None else templates("openai")
+    job = replace(job, model=model_name(job.model), templates=zero_shot_templates)
+    ranks = init_ranks(job.device, job.dist_timeout_min)
+    try:
+        return _run(job, ranks, loaded)
+    finally:
+        if ranks.distributed:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def model_name(spec: str) -> str:
+    """``spec`` with a model folder's path written as open_clip's ``local-dir:FOLDER``."""
+    return f"local-dir:{Path(spec).resolve()}" if Path(spec).is_dir() else spec
+
+
+def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> RunSummary:
+    main = ranks.rank == 0
+    out = Path(job.out)
+    source = open_source(
+        job.data,
+        format=job.format,
+        exclude=out,
+        image_column=job.image_column,
+        caption_column=job.caption_column,
+        label_column=job.label_column,
+        key_column=job.key_column,
+        images_root=job.images_root,
+    )
+    if job.mode == "pairs" and not source.has_captions:
+        raise InputError(f"{source.describe()} has no captions: give texts to explain every image against, or class names (zero-shot)")
+    if loaded is None:
+        if main and job.pretrained is None and not job.model.startswith("local-dir:"):
+            print(f"warning: no pretrained weights given: explaining a randomly initialised {job.model}", file=sys.stderr)
+        loaded = load(job.model, job.pretrained, device=ranks.device, precision=job.precision)
+    model, preprocess, tokenizer = loaded
+    explainer = Explainer(model, tokenizer)
+    size = input_size(preprocess)
+    config = _config(job, source, size)
+    writer = StoreWriter(out)
+    extra = {"versions": package_versions(), "run": {"world_size": ranks.world, "batch_size": job.batch_size, "workers": job.workers, "device": ranks.device.type}}
+
+    if main:
+        try:
+            _dry_run(explainer, job, size, ranks.device)
+            writer.prepare(config, overwrite=job.overwrite, extra=extra)
+            if writer.load_texts() is None:  # kept from an interrupted run otherwise
+                bank = _text_bank(job, explainer, job.progress)
+                if bank is not None:
+                    writer.save_texts(bank.cpu().numpy())
+        except Exception as exc:  # tell the other ranks, so they stop instead of waiting
+            broadcast(ranks, (f"{type(exc).__name__}: {exc}", None))
+            raise
+    failure, fingerprint = broadcast(ranks, (None, config["input"]))
+    if failure is not None:
+        raise StoreError(f"rank 0 could not start the run: {failure}")
+    if fingerprint != config["input"]:
+        raise InputError(f"rank {ranks.rank} sees a different input than rank 0 ({source.describe()}); every rank must read the same data")
+    texts = writer.load_texts()
+    bank = None if texts is None else torch.from_numpy(texts).to(ranks.device)
+    names = job.texts if job.mode == "texts" else job.classnames
+    targets = Targets(explainer, job.mode, names, bank, job.top_k, job.max_targets, job.method, job.options, _text_options(job))
+    overlays = None
+    if job.overlays:
+        from open_clip import get_model_preprocess_cfg
+
+        cfg = get_model_preprocess_cfg(model)
+        mean, std = (torch.tensor(cfg.get(k, d)).view(3, 1, 1) for k, d in (("mean", OPENAI_MEAN), ("std", OPENAI_STD)))
+        overlays = Overlays(out, job.alpha, job.colormap, mean, std)
+
+    dataset, units, todo, skipped = _work(source, job, ranks, writer.completed(), preprocess)
+    if main and skipped:
+        print(f"resuming {out}: {skipped} chunk(s) already done on this rank", file=sys.stderr)
+    workers = min(job.workers, units)
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=job.prefetch if workers else None,
+        pin_memory=ranks.device.type == "cuda",
+        collate_fn=identity,
+        worker_init_fn=worker_init if workers else None,
+    )
+    desc = f"rank 0/{ranks.world}" if ranks.distributed else "explain"
+    bar = tqdm(total=todo, desc=desc, unit="img", disable=not (job.progress and main), dynamic_ncols=True, smoothing=0.05)
+    buffers: dict[str, ChunkBuffer] = {}
+    pending: deque[Future[None]] = deque()
+    count = 0
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradeclip-store") as pool:  # FIFO: overlays before their chunk
+        for batch in loader:
+            buffer = buffers.setdefault(batch.chunk, ChunkBuffer(batch.chunk))
+            drawings = _add(buffer, batch, targets, ranks.device, overlays)
+            if overlays is not None and drawings:
+                pending.append(pool.submit(overlays.save, drawings))
+            count += len(batch.samples)
+            bar.update(len(batch.samples))
+            if batch.final:
+                pending.append(pool.submit(writer.commit, buffers.pop(batch.chunk), batch.unit_done))
+            while len(pending) > PENDING_WRITES:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
+    seconds = time.perf_counter() - started
+    bar.close()
+    if buffers:
+        raise RuntimeError(f"gradeclip bug: chunks {sorted(buffers)} were never finished")
+    barrier(ranks)
+    counts = writer.merge(extra) if main else None
+    return RunSummary(samples=count, seconds=seconds, skipped_chunks=skipped, counts=counts)
+
+
+def _dry_run(explainer: Explainer, job: ExplainJob, size: tuple[int, int], device: torch.device) -> None:
+    """Explain one blank image, so a bad method, option or model fails before the store is touched."""
+    blank = torch.zeros(1, 3, *size, device=device)
+    explainer.explain_image(blank, "a photo", method=job.method, **job.options)
+    text_options = _text_options(job)
+    if text_options is not None:
+        try:
+            explainer.explain_text(blank, ["a photo"], **text_options)
+        except InputError as exc:
+            raise InputError(f"text maps (text_layers={job.text_layers}): {exc}") from exc
+
+
+def _add(buffer: ChunkBuffer, batch: Batch, targets: Targets, device: torch.device, overlays: Overlays | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Explain a batch's decoded images and append every sample's rows to ``buffer``.
+
+    Returns, with ``overlays``, the overlays to write: ``(path in the store, image pixels, raw map)``.
+    """
+    draw = overlays is not None
+    explained: dict[int, list[Row]] = {}
+    pixels: dict[int, np.ndarray] = {}
+    if batch.images is not None:
+        images = batch.images.to(device, non_blocking=True)
+        explained = dict(zip(batch.decoded, targets.rows(images, [batch.samples[i] for i in batch.decoded])))
+        if overlays is not None:
+            pixels = dict(zip(batch.decoded, overlays.pixels(batch.images)))
+    drawings = []
+    for i, sample in enumerate(batch.samples):
+        position = batch.first + i
+        common = {"key": sample.key, "path": sample.path, "position": position}
+        if i in batch.errors:
+            buffer.add(**common, status="error", error=batch.errors[i], label=sample.label)
+            continue
+        height, width = batch.sizes[i]
+        for k, row in enumerate(explained[i]):
+            values = {"image_height": height, "image_width": width, "label": sample.label, **row.values}
+            if draw and row.map is not None:
+                values["overlay"] = f"{OVERLAYS}/{buffer.name}/{position:06d}-{k}.png"
+                drawings.append((values["overlay"], pixels[i], row.map))
+            buffer.add(**common, map=row.map, **values)
+    if batch.shard_error is not None:
+        error = batch.shard_error
+        name = Path(error.path).name
+        buffer.add(key=name, path=error.path, position=batch.first + len(batch.samples), status="error", error=error.reason)
+    return drawings

@@ -1,0 +1,406 @@
+"""``gradeclip explain`` end to end on small real photos, in all three input formats: every stored
+map equals what the Explainer gives for that image and text, broken images are recorded with
+their reason, reruns resume, and a store made with other settings is refused."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_clip
+from PIL import Image
+
+import gradeclip
+from gradeclip.cli import main
+from gradeclip.data import FolderSource, TarSource, decode_image
+from gradeclip.distributed import Ranks
+from gradeclip.pipeline import ExplainJob, _work
+from gradeclip.targets import explain_subsets
+from gradeclip.zeroshot import classifier
+
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "layers": 3, "head_width": 16, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
+}
+BROKEN = {"empty.jpg": "empty file (0 bytes)", "junk.png": "not a recognised image format", "trunc.jpg": "truncated or corrupt image data"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine thread barriers cost
+    hundreds of times the work; the subprocesses get OMP_NUM_THREADS=1 for the same reason."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """The tiny test CLIP saved the way open_clip models are published: config + safetensors."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    torch.manual_seed(1234)
+    model = tiny_clip()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CONFIG, "preprocess_cfg": {}}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    return gradeclip.load(f"local-dir:{model_dir}")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Six real photos (scikit-image), shrunk, with caption files, plus three broken files."""
+    import skimage.data as sd
+
+    folder = tmp_path_factory.mktemp("photos")
+    (folder / "more").mkdir()
+    arrays = {"astronaut": sd.astronaut(), "cat": sd.chelsea(), "coffee": sd.coffee(), "rocket": sd.rocket(), "camera": sd.camera(), "motorcycle": sd.stereo_motorcycle()[0]}
+    for i, (name, array) in enumerate(arrays.items()):
+        image = Image.fromarray(array).convert("RGB")
+        image = image.resize((72, round(72 * image.height / image.width)), Image.Resampling.BILINEAR)
+        where = folder if i % 2 else folder / "more"
+        image.save(where / f"{name}.{'png' if i == 3 else 'jpg'}")
+        (where / f"{name}.txt").write_text(f"a photo of a {name}\n")
+    good = (folder / "cat.jpg").read_bytes()
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "junk.png").write_bytes(b"this is not an image")
+    (folder / "trunc.jpg").write_bytes(good[: len(good) // 3])
+    return folder
+
+
+def run_cli(*args: str) -> int:
+    return main(["explain", "--quiet", *args])
+
+
+def direct(loaded, path: str, texts) -> gradeclip.ImageExplanation:
+    """The Explainer's own explanation of one image file against ``texts``."""
+    model, preprocess, tokenizer = loaded
+    image = preprocess(decode_image(Path(path).read_bytes()))[None]
+    return gradeclip.Explainer(model, tokenizer).explain_image(image, texts)
+
+
+def assert_map_close(stored: np.ndarray, expected: torch.Tensor) -> None:
+    expected = expected.numpy()
+    np.testing.assert_allclose(stored, expected, rtol=2e-3, atol=2e-3 * float(np.abs(expected).max()) + 1e-7)
+
+
+def check_failures(store: gradeclip.Store) -> None:
+    frame = store.to_pandas()
+    for name, reason in BROKEN.items():
+        rows = frame[frame["path"].str.endswith(name)]
+        assert len(rows) == 1 and rows["status"].iloc[0] == "error" and rows["error"].iloc[0].startswith(reason), name
+
+
+def test_folder_pairs_match_the_explainer(tmp_path, model_dir, loaded, photos):
+    out = tmp_path / "store"
+    # groups of at most 2 captions per model call, 2 workers, chunks of 4: every path is exercised
+    assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(out), "--batch-size", "3", "--shard-size", "4", "--workers", "2", "--max-targets", "2") == 0
+    store = gradeclip.Store(out)
+    frame = store.to_pandas()
+    assert sorted(frame["key"]) == sorted(FolderSource(photos).samples(0, 9)[i].key for i in range(9))
+    assert store.manifest["counts"] == {"chunks": 3, "rows": 9, "ok": 6, "errors": 3, "samples": 9, "failed_samples": 3}
+    assert store.manifest["config"]["mode"] == "pairs" and store.manifest["complete"]
+    check_failures(store)
+    for row in np.flatnonzero(frame["status"] == "ok"):
+        values = frame.iloc[row]
+        assert values["text"] == f"a photo of a {Path(values['key']).stem}"
+        ref = direct(loaded, values["path"], [values["text"]])
+        assert (values["height"], values["width"]) == (4, 4)
+        assert_map_close(store.map(row), ref.maps[0, 0])
+        assert values["score"] == pytest.approx(ref.scores[0, 0].item(), abs=1e-5)
+        assert values["model_score"] == pytest.approx(ref.model_scores[0, 0].item(), abs=1e-5)
+        with Image.open(values["path"]) as image:
+            assert (values["image_width"], values["image_height"]) == image.size
+
+
+def test_overlays_and_text_maps(tmp_path, model_dir, loaded, photos):
+    from gradeclip import render
+
+    out = tmp_path / "store"
+    args = ["--model", str(model_dir), "--data", str(photos), "--out", str(out), "--workers", "0", "--batch-size", "4", "--max-targets", "3"]
+    assert run_cli(*args, "--overlays", "--colormap", "viridis", "--alpha", "0.4", "--text-maps", "--text-layers", "2") == 0
+    store = gradeclip.Store(out)
+    frame = store.to_pandas()
+    model, preprocess, tokenizer = loaded
+    explainer = gradeclip.Explainer(model, tokenizer)
+    crop = type(preprocess)(preprocess.transforms[:2])  # the model's resize and centre crop, before normalising
+    ok = np.flatnonzero(frame["status"] == "ok")
+    assert len(ok) == 6 and frame.loc[frame["status"] == "error", "overlay"].isna().all()
+    for row in ok:
+        values = frame.iloc[row]
+        with Image.open(values["path"]) as image:
+            seen = np.asarray(crop(image.convert("RGB")))
+        with Image.open(out / values["overlay"]) as drawn:
+            np.testing.assert_array_equal(np.asarray(drawn), render.overlay(seen[None], store.map(row)[None], alpha=0.4, colormap="viridis")[0])
+        image = preprocess(decode_image(Path(values["path"]).read_bytes()))[None]
+        words = explainer.explain_text(image, [values["text"]], n_layers=2).words(0, 0)
+        assert list(values["words"]) == [w for w, _ in words] == values["text"].split()
+        np.testing.assert_allclose(values["word_importance"], [v for _, v in words], atol=1e-5)
+
+
+def test_table_zero_shot_with_labels(tmp_path, model_dir, loaded, photos):
+    classes = ["cat", "rocket", "cup of coffee", "astronaut", "camera"]
+    (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
+    rows = [("cat.jpg", "cat"), ("more/coffee.jpg", "2"), ("rocket.png", "Rocket"), ("more/astronaut.jpg", "zebra"), ("junk.png", "cat"), ("missing.jpg", "cat")]
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("image", "label"), *rows])
+    out = tmp_path / "store"
+    args = ["--model", str(model_dir), "--data", str(tmp_path / "t.csv"), "--images-root", str(photos), "--out", str(out)]
+    assert run_cli(*args, "--classnames", str(tmp_path / "classes.txt"), "--templates", "simple", "--top-k", "2", "--workers", "0", "--max-targets", "3") == 0
+    store = gradeclip.Store(out)
+    frame = store.to_pandas()
+    model, preprocess, tokenizer = loaded
+    explainer = gradeclip.Explainer(model, tokenizer)
+    from gradeclip.zeroshot import templates
+
+    bank = classifier(explainer, classes, templates("simple"))
+    truth = {"0": 0, "1": 2, "2": 1, "3": None}
+    for key in ("0", "1", "2", "3"):
+        sample = frame[frame["key"] == key]
+        ok = sample[sample["status"] == "ok"]
+        path = ok["path"].iloc[0]
+        with torch.no_grad():
+            image = preprocess(decode_image(Path(path).read_bytes()))[None]
+            feature = model.encode_image(image).float()
+        scores = (feature / feature.norm(dim=-1, keepdim=True) @ bank.T)[0]
+        top = scores.argsort(descending=True)[:2].tolist()
+        ranked = ok[ok["prediction_rank"].notna()]
+        assert ranked["text_index"].tolist() == top and ranked["prediction_rank"].tolist() == [1, 2]
+        if truth[key] is None:
+            assert sample[sample["status"] == "error"]["error"].iloc[0] == "label 'zebra' names no class"
+        else:
+            assert ok[ok["is_label"]]["text_index"].tolist() == [truth[key]]
+            assert len(ok) == (2 if truth[key] in top else 3)
+        ref = explainer.explain_image(image, bank[ok["text_index"].astype(int).tolist()])
+        for j, row in enumerate(ok.index):
+            assert_map_close(store.map(row), ref.maps[0, j])
+            assert ok["model_score"].iloc[j] == pytest.approx(scores[int(ok["text_index"].iloc[j])].item(), abs=1e-5)
+    assert frame[frame["key"] == "4"]["error"].iloc[0].startswith("not a recognised image format")
+    assert frame[frame["key"] == "5"]["error"].iloc[0] == "cannot read file: No such file or directory"
+
+
+def write_shards(folder: Path, photos: Path, truncate_last: bool) -> list[str]:
+    """Two img2dataset-style shards of the photos (and the broken files); the second one cut short."""
+    files = sorted(p for p in photos.rglob("*") if p.is_file() and p.suffix != ".txt")
+    folder.mkdir()
+    keys = []
+    for s in range(2):
+        with tarfile.open(folder / f"{s:05d}.tar", "w") as tar:
+            for i, path in enumerate(files[s::2]):
+                key = f"{s:05d}{i:04d}"
+                keys.append(key)
+                for name, data in ((f"{key}{path.suffix}", path.read_bytes()), (f"{key}.txt", path.stem.encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    if truncate_last:
+        shard = folder / "00001.tar"
+        with tarfile.open(shard) as tar:
+            last = tar.getmembers()[-2]  # the last image
+        shard.write_bytes(shard.read_bytes()[: last.offset_data + last.size // 2])
+        keys.pop()
+    return keys
+
+
+def test_tar_shared_texts(tmp_path, model_dir, loaded, photos):
+    keys = write_shards(tmp_path / "shards", photos, truncate_last=True)
+    texts = ["a cat", "a rocket", "a cup of coffee"]
+    out = tmp_path / "store"
+    assert run_cli("--model", str(model_dir), "--data", str(tmp_path / "shards" / "{00000..00001}.tar"), "--out", str(out), "--texts", *texts, "--shard-size", "2", "--batch-size", "4", "--workers", "2") == 0
+    store = gradeclip.Store(out)
+    frame = store.to_pandas()
+    shard_error = frame[frame["key"] == "00001.tar"]
+    assert len(shard_error) == 1 and "unreadable after 3 samples" in shard_error["error"].iloc[0]
+    samples = frame[frame["key"] != "00001.tar"]
+    assert sorted(set(samples["key"])) == sorted(keys)
+    ok = samples[samples["status"] == "ok"]
+    assert len(ok) == 3 * (len(keys) - 3) and set(ok["text"]) == set(texts)
+    for row in ok.index[:6]:
+        values = frame.loc[row]
+        shard, member = values["path"].split("#")
+        with tarfile.open(shard) as tar:
+            data = tar.extractfile(member).read()
+        model, preprocess, tokenizer = loaded
+        image = preprocess(decode_image(data))[None]
+        ref = gradeclip.Explainer(model, tokenizer).explain_image(image, texts)
+        assert_map_close(store.map(row), ref.maps[0, int(values["text_index"])])
+
+
+def test_rerun_resumes_and_other_settings_are_refused(tmp_path, model_dir, photos, capsys):
+    out = tmp_path / "store"
+    args = ["--model", str(model_dir), "--data", str(photos), "--out", str(out), "--texts", "a photo", "--shard-size", "3", "--workers", "0"]
+    assert run_cli(*args) == 0
+    parts = {p: p.stat().st_mtime_ns for p in (out / "parts").iterdir()}
+    (out / "parts" / "c0000001.parquet").unlink()  # as if killed before this chunk finished
+    assert run_cli(*args) == 0
+    assert "9 samples" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (out / "parts").iterdir() if p.name != "c0000001.parquet"} == {p: t for p, t in parts.items() if p.name != "c0000001.parquet"}
+    assert len(gradeclip.Store(out)) == 9
+    assert run_cli(*args, "--heads", "model") == 2
+    assert "different settings" in capsys.readouterr().err
+    assert run_cli(*args, "--heads", "model", "--overwrite") == 0
+    assert gradeclip.Store(out).manifest["config"]["options"] == {"heads": "model"}
+
+
+def test_refused_before_any_work(tmp_path, model_dir, photos, capsys):
+    out = tmp_path / "store"
+    assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(out), "--texts", "a photo", "--option", "bogus=1") == 2
+    assert "no option 'bogus'" in capsys.readouterr().err
+    assert not list((out / "parts").glob("*"))
+    (tmp_path / "t.csv").write_text("image\ncat.jpg\n")
+    assert run_cli("--model", str(model_dir), "--data", str(tmp_path / "t.csv"), "--out", str(tmp_path / "s2")) == 2
+    assert "has no captions" in capsys.readouterr().err
+    assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(tmp_path / "s3"), "--text-maps") == 2
+    assert "text maps (text_layers=8): n_layers must be an integer in 1..3" in capsys.readouterr().err
+    assert not (tmp_path / "s3").exists()  # checked before the store is made
+    assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(tmp_path / "s4"), "--classnames", "--text-maps") == 2
+    assert "zero-shot classes are averages" in capsys.readouterr().err
+
+
+def test_explain_subsets_matches_one_call_per_image(tiny_model, tokenizer):
+    explainer = gradeclip.Explainer(tiny_model, tokenizer)
+    images = torch.randn(7, 3, 32, 32)
+    bank = torch.nn.functional.normalize(torch.randn(9, 32), dim=-1)
+    rng = random.Random(0)
+    wanted = [rng.sample(range(9), rng.randint(1, 4)) for _ in range(7)]
+    got = explain_subsets(explainer, images, wanted, bank, max_targets=5, method="gradeclip", options={"heads": "model"})
+    for i, (maps, scores, model_scores) in enumerate(got):
+        ref = explainer.explain_image(images[i : i + 1], bank[wanted[i]], heads="model")
+        assert maps.shape == (len(wanted[i]), 4, 4)
+        assert_map_close(maps.astype(np.float32), ref.maps[0])
+        np.testing.assert_allclose(scores, ref.scores[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(model_scores, ref.model_scores[0].numpy(), atol=1e-5)
+
+
+def test_ranks_split_the_work_disjointly(tmp_path, photos):
+    keys = write_shards(tmp_path / "shards", photos, truncate_last=False)
+    assert len(keys) == 9
+    job = ExplainJob(model="m", data="d", out="o", shard_size=2, batch_size=1)
+    folder = FolderSource(photos)
+    plans = [_work(folder, job, Ranks(r, 3, torch.device("cpu")), {}, lambda x: x)[0].plan for r in range(3)]  # type: ignore[attr-defined]
+    positions = [(start, stop) for plan in plans for _, _, start, stop, _ in plan]
+    assert sorted(positions) == [(i, i + 1) for i in range(9)]
+    done = {"c0000001": False}
+    resumed = [_work(folder, job, Ranks(r, 3, torch.device("cpu")), done, lambda x: x) for r in range(3)]
+    assert [todo for _, _, todo, _ in resumed] == [4, 1, 2] and [r[3] for r in resumed] == [0, 1, 0]  # chunks (2,2,2,2,1) → ranks 0,1,2,0,1
+    tars = TarSource(str(tmp_path / "shards"))
+    shards = [_work(tars, job, Ranks(r, 2, torch.device("cpu")), {"s000001-00000": False, "s000001-00001": True}, lambda x: x)[0] for r in range(2)]
+    assert [s.shards for s in shards] == [[0], []]  # shard 1 finished (its last chunk says so)
+
+
+def test_bench_command_reports_the_three_rates(model_dir, capsys):
+    assert main(["bench", "--model", str(model_dir), "--images", "6", "--batch-size", "4", "--workers", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "logical cores" in out and "torch threads" in out
+    for name in ("encode_image (in memory", "explain_image (in memory)", "gradeclip explain pipeline"):
+        line = next(line for line in out.splitlines() if name in line)
+        assert float(line.split("|")[2]) > 0
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    package_root = str(Path(gradeclip.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([package_root, env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def store_content(root: Path) -> tuple[list[tuple], np.ndarray, np.ndarray]:
+    store = gradeclip.Store(root)
+    frame = store.to_pandas()
+    columns = ["key", "path", "text", "status", "error", "chunk", "position", "shard", "offset", "height", "width"]
+    rows = [tuple(None if (isinstance(v, float) and np.isnan(v)) else v for v in r) for r in frame[columns].itertuples(index=False)]
+    ok = np.flatnonzero(frame["status"] == "ok")
+    return rows, frame[["score", "model_score"]].to_numpy(dtype=np.float64), store.maps(ok)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tmp_path, model_dir, photos):
+    args = ["--model", str(model_dir), "--data", str(photos), "--texts", "a photo", "a cat", "--shard-size", "2", "--batch-size", "2", "--workers", "1"]
+    assert run_cli(*args, "--out", str(tmp_path / "one")) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gradeclip", "explain", "--quiet", *args, "--out", str(tmp_path / "two")]
+    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert gradeclip.Store(tmp_path / "two").manifest["run"]["world_size"] == 2
+    one, two = store_content(tmp_path / "one"), store_content(tmp_path / "two")
+    assert one[0] == two[0]
+    np.testing.assert_allclose(one[1], two[1], atol=1e-5)
+    np.testing.assert_allclose(one[2], two[2], rtol=2e-3, atol=1e-6)
+
+
+def assert_nothing_looks_complete_but_is_not(root: Path) -> None:
+    """Every part and map shard under their final names is whole; anything else is a temporary."""
+    import pyarrow.parquet as pq
+
+    for part in (root / "parts").glob("*.parquet"):
+        table = pq.read_table(part)
+        ok = [s == "ok" for s in table.column("status").to_pylist()]
+        if any(ok):
+            sizes = [h * w for h, w, good in zip(table.column("height").to_pylist(), table.column("width").to_pylist(), ok) if good]
+            assert np.load(root / "maps" / f"{part.stem}.npy").shape == (sum(sizes),)
+    names = {p.name for p in root.rglob("*") if p.is_file()}
+    for name in names:
+        assert name.endswith((".parquet", ".npy", ".json")) or ".tmp-" in name, name
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume(tmp_path, model_dir, photos):
+    """Kill the run (with its DataLoader worker) at random moments, three times; the final resume
+    explains every input exactly once and the store equals an uninterrupted run's."""
+    data = tmp_path / "data"
+    for i in range(2):  # 18 samples: the photos (and broken files) twice over
+        for path in photos.rglob("*"):
+            if path.is_file():
+                target = data / f"copy{i}" / path.relative_to(photos)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(path.read_bytes())
+    args = ["--model", str(model_dir), "--data", str(data), "--texts", "a photo", "--shard-size", "2", "--batch-size", "1", "--workers", "1"]
+    assert run_cli(*args, "--out", str(tmp_path / "reference")) == 0
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "gradeclip", "explain", "--quiet", *args, "--out", str(out)]
+
+    def chunks_done() -> int:
+        return len(list((out / "parts").glob("*.parquet"))) if (out / "parts").is_dir() else 0
+
+    rng = random.Random(9)
+    log = tmp_path / "stderr.log"
+    for attempt in range(4):
+        before = chunks_done()
+        with open(log, "wb") as err:
+            process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        if attempt < 3:  # first while starting up or on the first chunks, then in the middle of the work
+            target = before + (0 if attempt == 0 else rng.randrange(1, max(2, (9 - before) // 2)))
+            while process.poll() is None and not ((out / "manifest.json").exists() and chunks_done() >= target):
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.2))
+            assert process.poll() is None, "the run finished before it could be killed"
+            os.killpg(process.pid, signal.SIGKILL)
+            assert process.wait(timeout=60) == -signal.SIGKILL
+            assert_nothing_looks_complete_but_is_not(out)
+        else:
+            assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
+    reference, resumed = store_content(tmp_path / "reference"), store_content(out)
+    keys = [row[0] for row in resumed[0]]
+    assert len(keys) == len(set(keys)) == 18
+    assert reference[0] == resumed[0]
+    np.testing.assert_allclose(reference[1], resumed[1], atol=1e-5)
+    np.testing.assert_allclose(reference[2], resumed[2], rtol=2e-3, atol=1e-6)
