@@ -155,3 +155,28 @@ def test_caption_inputs_are_checked():
         caption_of(scene, attributes=("texture",))
     with pytest.raises(InputError, match="split"):
         make_scene(0, "holdout")
+
+
+def test_twins_differ_from_their_scene_only_in_shapes():
+    changed_counts = set()
+    for index in range(80):
+        base = make_scene(index, "train", seed=9)
+        twin = make_scene(index, "train", seed=9, twin=True)
+        assert twin.twin and not base.twin
+        np.testing.assert_array_equal(twin.background, base.background)
+        assert len(twin.objects) == len(base.objects)
+        changed = [k for k, (a, b) in enumerate(zip(base.objects, twin.objects)) if a.shape != b.shape]
+        assert changed, "a twin must differ"
+        changed_counts.add(len(changed))
+        for a, b in zip(base.objects, twin.objects):
+            assert (a.colour, a.size, a.region, a.center, a.radius, a.rgb) == (b.colour, b.size, b.region, b.center, b.radius, b.rgb)
+            assert (b.colour, b.shape) in set(TRAIN_PAIRS)
+        if len(changed) == 2:  # a swap: the same multiset of shapes
+            assert sorted(o.shape for o in base.objects) == sorted(o.shape for o in twin.objects)
+        # the twin's masks are its own drawn pixels, like any scene's
+        union = twin.masks.any(0)
+        np.testing.assert_array_equal(twin.image[~union], twin.background[~union])
+        assert not describes(caption_of(base), twin) and not describes(caption_of(twin), base)
+    assert changed_counts == {1, 2}
+    with pytest.raises(InputError, match="twins"):
+        make_scene(0, "test", twin=True)

@@ -10,6 +10,7 @@ pixels painted in its colour; every other pixel is the background.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class Scene:
         background: ``[H, W, 3]`` uint8, the image before any object was drawn.
         masks: ``[K, H, W]`` bool, one exact instance mask per object, in ``objects`` order.
         objects: the K objects.
-        split, index, seed: where the scene comes from (draw it again with :func:`make_scene`).
+        split, index, seed, twin: where the scene comes from (draw it again with :func:`make_scene`).
     """
 
     image: np.ndarray
@@ -69,6 +70,7 @@ class Scene:
     split: str
     index: int
     seed: int
+    twin: bool = False
 
     def pil(self) -> Image.Image:
         """The image as a PIL RGB image."""
@@ -158,25 +160,10 @@ def _rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng((seed, SPLITS[split], index))
 
 
-def make_scene(index: int, split: str = "train", seed: int = 0, size: int = DEFAULT_SIZE) -> Scene:
-    """Draw scene ``index`` of ``split`` (``"train"``, ``"val"``, ``"test"``) under ``seed``.
-
-    ``train``/``val`` scenes use only training colour–shape pairs; a ``test`` scene's first object
-    is a held-out pair and its others use any pair. 1–4 objects (fewer when one cannot be placed
-    without overlapping the others), each small or large, rotated by up to ±15°.
-
-    Returns:
-        :class:`Scene` with a ``[size, size, 3]`` uint8 image and ``[K, size, size]`` bool masks.
-    """
-    if size < 32:
-        raise InputError(f"scene size must be at least 32 px, got {size}")
-    rng = _rng(seed, split, index)
-    background = _background(rng, size)
-    image = background.copy()
+def _layout(rng: np.random.Generator, split: str, size: int) -> list[SceneObject]:
+    """1–4 non-overlapping objects for ``split`` (fewer when one cannot be placed)."""
     n = int(rng.integers(1, MAX_OBJECTS + 1))
     objects: list[SceneObject] = []
-    masks: list[np.ndarray] = []
-    placed: list[tuple[float, float, float]] = []
     for k in range(n):
         pool = HELD_OUT_PAIRS if (split == "test" and k == 0) else (ALL_PAIRS if split == "test" else TRAIN_PAIRS)
         colour, shape = pool[int(rng.integers(len(pool)))]
@@ -186,26 +173,81 @@ def make_scene(index: int, split: str = "train", seed: int = 0, size: int = DEFA
         angle = 0.0 if shape == "circle" else float(rng.uniform(-15, 15))
         for _ in range(PLACEMENT_TRIES):
             cx, cy = (float(v) for v in rng.uniform(radius + 1, size - radius - 1, size=2))
-            if all(math.hypot(cx - px, cy - py) > radius + pr + 2 for px, py, pr in placed):
+            if all(math.hypot(cx - o.center[0], cy - o.center[1]) > radius + o.radius + 2 for o in objects):
                 break
         else:
             continue  # no room left: the scene keeps the objects already placed
-        mask = shape_mask(shape, (cx, cy), radius, angle, size)
         jitter = rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, size=3)
         rgb = tuple(int(v) for v in np.clip(np.array(COLOURS[colour]) + jitter, 0, 255))
-        fill = np.array(rgb, dtype=np.float32) + FILL_NOISE * rng.standard_normal(size=(int(mask.sum()), 3), dtype=np.float32)
-        image[mask] = np.clip(np.rint(fill), 0, 255).astype(np.uint8)
-        placed.append((cx, cy, radius))
-        masks.append(mask)
         objects.append(SceneObject(colour, shape, size_name, region_of(cx, cy, size), (cx, cy), radius, angle, rgb))  # type: ignore[arg-type]
+    return objects
+
+
+def _hard_negative(objects: list[SceneObject], rng: np.random.Generator) -> list[SceneObject]:
+    """The same objects with shapes changed so that only shape words tell the two scenes apart:
+    half the time (when possible) two objects swap shapes (a red circle and a blue star become a
+    red star and a blue circle), otherwise one object takes another shape. Every new colour–shape
+    pair is a training pair."""
+    allowed = set(TRAIN_PAIRS)
+    swaps = [
+        (j, k)
+        for j in range(len(objects))
+        for k in range(j + 1, len(objects))
+        if objects[j].shape != objects[k].shape
+        and (objects[j].colour, objects[k].shape) in allowed
+        and (objects[k].colour, objects[j].shape) in allowed
+    ]
+    changes = [(k, s) for k, o in enumerate(objects) for c, s in TRAIN_PAIRS if c == o.colour and s != o.shape]
+    out = list(objects)
+    if swaps and rng.random() < 0.5:
+        j, k = swaps[int(rng.integers(len(swaps)))]
+        out[j] = dataclasses.replace(objects[j], shape=objects[k].shape)
+        out[k] = dataclasses.replace(objects[k], shape=objects[j].shape)
+    else:
+        k, shape = changes[int(rng.integers(len(changes)))]
+        out[k] = dataclasses.replace(objects[k], shape=shape)
+    return out
+
+
+def make_scene(index: int, split: str = "train", seed: int = 0, size: int = DEFAULT_SIZE, twin: bool = False) -> Scene:
+    """Draw scene ``index`` of ``split`` (``"train"``, ``"val"``, ``"test"``) under ``seed``.
+
+    ``train``/``val`` scenes use only training colour–shape pairs; a ``test`` scene's first object
+    is a held-out pair and its others use any pair. 1–4 objects (fewer when one cannot be placed
+    without overlapping the others), each small or large, rotated by up to ±15°.
+
+    ``twin=True`` (``train``/``val`` only) draws the scene's hard negative: the same background and
+    objects (colours, sizes, places) with shapes changed by :func:`_hard_negative`, so that only
+    shape words tell the two apart. Training puts each scene and its twin in the same batch.
+
+    Returns:
+        :class:`Scene` with a ``[size, size, 3]`` uint8 image and ``[K, size, size]`` bool masks.
+    """
+    if size < 32:
+        raise InputError(f"scene size must be at least 32 px, got {size}")
+    if twin and split == "test":
+        raise InputError("twins are a training device: only train and val scenes have them")
+    rng = _rng(seed, split, index)
+    background = _background(rng, size)
+    objects = _layout(rng, split, size)
+    if twin:
+        objects = _hard_negative(objects, np.random.default_rng((seed, SPLITS[split], index, 1)))
+    image = background.copy()
+    masks = []
+    for obj in objects:
+        mask = shape_mask(obj.shape, obj.center, obj.radius, obj.angle, size)
+        fill = np.array(obj.rgb, dtype=np.float32) + FILL_NOISE * rng.standard_normal(size=(int(mask.sum()), 3), dtype=np.float32)
+        image[mask] = np.clip(np.rint(fill), 0, 255).astype(np.uint8)
+        masks.append(mask)
     return Scene(
         image=image,
         background=background,
-        masks=np.stack(masks) if masks else np.zeros((0, size, size), dtype=bool),
+        masks=np.stack(masks),
         objects=tuple(objects),
         split=split,
         index=index,
         seed=seed,
+        twin=twin,
     )
 
 

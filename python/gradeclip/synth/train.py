@@ -35,7 +35,7 @@ from .model import (
     shrink_vocabulary,
     world_token_ids,
 )
-from .scenes import Scene, make_scenes
+from .scenes import Scene, make_scene, make_scenes
 
 CAPTION_STREAM = 7
 MONITOR_SEED_OFFSET = 1000
@@ -57,6 +57,7 @@ class TrainConfig:
     threads: int = 1
     workers: int = 2
     loss: str = "truthful"
+    twins: bool = True
     log_every: int = 25
     checkpoint_every: int = 100
     eval_every: int = 250
@@ -70,8 +71,10 @@ class TrainConfig:
                 raise InputError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise InputError("batch_size must be ≥ 2 (the contrastive loss needs negatives)")
-        if self.batch_size % self.workers or self.batch_size // self.workers < 2:
-            raise InputError(f"batch_size {self.batch_size} must split into {self.workers} equal shares of at least 2")
+        share = self.batch_size // self.workers
+        if self.batch_size % self.workers or share < 2 or (self.twins and share % 2):
+            even = " even" if self.twins else ""
+            raise InputError(f"batch_size {self.batch_size} must split into {self.workers} equal{even} shares of at least 2")
         if self.loss not in ("truthful", "diagonal"):
             raise InputError(f"loss must be 'truthful' (every described image is a positive) or 'diagonal' (plain CLIP), got {self.loss!r}")
         if not self.lr > 0:
@@ -81,14 +84,24 @@ class TrainConfig:
 
 
 def training_batch(
-    step: int, batch_size: int, seed: int, image_size: int, part: tuple[int, int] | None = None
+    step: int, batch_size: int, seed: int, image_size: int, part: tuple[int, int] | None = None, twins: bool = True
 ) -> tuple[list[Scene], list[Caption]]:
     """The scenes and captions of training step ``step`` (batch positions ``part = (begin, end)``,
-    all when None). Scene ``i`` of the run's stream gets its caption from ``default_rng((seed,
-    CAPTION_STREAM, i))``, so a batch's data do not depend on how it is split between workers."""
+    all when None).
+
+    With ``twins``, positions 2i and 2i + 1 hold train scene ``step·B/2 + i`` and its hard-negative
+    twin (:func:`~gradeclip.synth.scenes.make_scene` with ``twin=True``); without, position i holds
+    scene ``step·B + i``. Each scene's caption comes from ``default_rng((seed, CAPTION_STREAM,
+    index, twin))``, so a batch's data do not depend on how it is split between workers.
+    """
     begin, end = part if part is not None else (0, batch_size)
-    scenes = make_scenes(end - begin, "train", seed, image_size, start=step * batch_size + begin)
-    return scenes, [random_caption(s, np.random.default_rng((seed, CAPTION_STREAM, s.index))) for s in scenes]
+    if twins:
+        keys = [(step * (batch_size // 2) + p // 2, p % 2 == 1) for p in range(begin, end)]
+    else:
+        keys = [(step * batch_size + p, False) for p in range(begin, end)]
+    scenes = [make_scene(index, "train", seed, image_size, twin=twin) for index, twin in keys]
+    captions = [random_caption(s, np.random.default_rng((seed, CAPTION_STREAM, s.index, int(s.twin)))) for s in scenes]
+    return scenes, captions
 
 
 def scenes_to_tensor(scenes: list[Scene], config: dict[str, Any]) -> Tensor:
@@ -325,7 +338,7 @@ def _loop(cfg: TrainConfig, out: Path, rank: int, log: Callable[[dict[str, Any]]
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
-        scenes, captions = training_batch(step, cfg.batch_size, cfg.seed, image_size, part=(rank * share, (rank + 1) * share))
+        scenes, captions = training_batch(step, cfg.batch_size, cfg.seed, image_size, (rank * share, (rank + 1) * share), cfg.twins)
         images = scenes_to_tensor(scenes, cfg.model)
         tokens = lut[tokenizer([c.text for c in captions])]
         image_features, text_features, logit_scale = model(images, tokens)[:3]
