@@ -22,7 +22,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond", "hexagon", "heart")
 
 #: size class → radius range as a fraction of the image side (the shape fits in a circle of that radius)
-SIZES: dict[str, tuple[float, float]] = {"small": (0.11, 0.14), "large": (0.18, 0.22)}
+SIZES: dict[str, tuple[float, float]] = {"small": (0.12, 0.15), "large": (0.22, 0.27)}
 
 #: the 3×3 regions an object's centre falls in, row-major, with the phrase a caption uses
 REGIONS: tuple[tuple[str, str], ...] = (
