@@ -115,8 +115,13 @@ def test_bad_training_settings_are_refused(tmp_path):
         train(tiny_config(batch_size=1), tmp_path / "w.safetensors", progress=False)
     with pytest.raises(InputError, match="lr"):
         train(tiny_config(lr=0.0), tmp_path / "w.safetensors", progress=False)
+    with pytest.raises(InputError, match="even"):
+        train(tiny_config(batch_size=18, workers=2), tmp_path / "w.safetensors", progress=False)
     scenes, captions = training_batch(3, 4, 0, 32)
-    assert len(scenes) == len(captions) == 4 and scenes[0].index == 12
+    assert len(scenes) == len(captions) == 4
+    assert [(s.index, s.twin) for s in scenes] == [(6, False), (6, True), (7, False), (7, True)]
+    scenes, _ = training_batch(3, 4, 0, 32, part=(2, 4), twins=False)
+    assert [(s.index, s.twin) for s in scenes] == [(14, False), (15, False)]
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import InputError
-from .world import COLOURS, HELD_OUT_PAIRS, SIZES, SPLITS, TRAIN_PAIRS, ALL_PAIRS, region_of
+from .world import ALL_PAIRS, COLOURS, HELD_OUT_PAIRS, SIZES, SPLITS, TRAIN_PAIRS, clear_of_midlines, region_of
 
 DEFAULT_SIZE = 64
 MAX_OBJECTS = 4
@@ -173,7 +173,7 @@ def _layout(rng: np.random.Generator, split: str, size: int) -> list[SceneObject
         angle = 0.0 if shape == "circle" else float(rng.uniform(-15, 15))
         for _ in range(PLACEMENT_TRIES):
             cx, cy = (float(v) for v in rng.uniform(radius + 1, size - radius - 1, size=2))
-            if all(math.hypot(cx - o.center[0], cy - o.center[1]) > radius + o.radius + 2 for o in objects):
+            if clear_of_midlines(cx, cy, size) and _fits((cx, cy), radius, objects):
                 break
         else:
             continue  # no room left: the scene keeps the objects already placed
@@ -183,11 +183,34 @@ def _layout(rng: np.random.Generator, split: str, size: int) -> list[SceneObject
     return objects
 
 
-def _hard_negative(objects: list[SceneObject], rng: np.random.Generator) -> list[SceneObject]:
-    """The same objects with shapes changed so that only shape words tell the two scenes apart:
-    half the time (when possible) two objects swap shapes (a red circle and a blue star become a
-    red star and a blue circle), otherwise one object takes another shape. Every new colour–shape
-    pair is a training pair."""
+def _fits(center: tuple[float, float], radius: float, others: list[SceneObject]) -> bool:
+    """Whether a shape of ``radius`` at ``center`` keeps 2 px clear of every other object's circle."""
+    return all(math.hypot(center[0] - o.center[0], center[1] - o.center[1]) > radius + o.radius + 2 for o in others)
+
+
+def _mirrored(objects: list[SceneObject], size: int) -> list[tuple[int, SceneObject]]:
+    """Each way to move one object to another quadrant by mirroring its centre across a midline
+    (or both) without touching the others: ``(index, moved object)``."""
+    out = []
+    for k, o in enumerate(objects):
+        others = objects[:k] + objects[k + 1 :]
+        x, y = o.center
+        for center in ((size - x, y), (x, size - y), (size - x, size - y)):
+            if _fits(center, o.radius, others):
+                out.append((k, dataclasses.replace(o, center=center, region=region_of(*center, size))))
+    return out
+
+
+def _hard_negative(objects: list[SceneObject], rng: np.random.Generator, size: int) -> list[SceneObject]:
+    """The same objects with one kind of change, so that only those words tell the two scenes
+    apart: half the time (when possible) one object moves to another quadrant (its centre mirrored
+    across a midline); otherwise shapes change — two objects swap shapes (a red circle and a blue
+    star become a red star and a blue circle) when possible and a coin says so, else one object
+    takes another shape. Every new colour–shape pair is a training pair."""
+    moves = _mirrored(objects, size)
+    if moves and rng.random() < 0.5:
+        k, moved = moves[int(rng.integers(len(moves)))]
+        return [moved if j == k else o for j, o in enumerate(objects)]
     allowed = set(TRAIN_PAIRS)
     swaps = [
         (j, k)
@@ -217,8 +240,9 @@ def make_scene(index: int, split: str = "train", seed: int = 0, size: int = DEFA
     without overlapping the others), each small or large, rotated by up to ±15°.
 
     ``twin=True`` (``train``/``val`` only) draws the scene's hard negative: the same background and
-    objects (colours, sizes, places) with shapes changed by :func:`_hard_negative`, so that only
-    shape words tell the two apart. Training puts each scene and its twin in the same batch.
+    objects with one object moved to another quadrant or shapes changed (:func:`_hard_negative`),
+    so that only those words tell the two apart. Training puts each scene and its twin in the
+    same batch.
 
     Returns:
         :class:`Scene` with a ``[size, size, 3]`` uint8 image and ``[K, size, size]`` bool masks.
@@ -231,7 +255,7 @@ def make_scene(index: int, split: str = "train", seed: int = 0, size: int = DEFA
     background = _background(rng, size)
     objects = _layout(rng, split, size)
     if twin:
-        objects = _hard_negative(objects, np.random.default_rng((seed, SPLITS[split], index, 1)))
+        objects = _hard_negative(objects, np.random.default_rng((seed, SPLITS[split], index, 1)), size)
     image = background.copy()
     masks = []
     for obj in objects:

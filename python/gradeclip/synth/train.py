@@ -47,7 +47,7 @@ class TrainConfig:
     """What a training run does. ``model`` is the architecture (:data:`~gradeclip.synth.model.DEFAULT_CONFIG`);
     ``workers`` processes share each batch (data parallel), each with ``threads`` torch threads."""
 
-    steps: int = 2000
+    steps: int = 1600
     batch_size: int = 128
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
@@ -322,13 +322,14 @@ def _loop(cfg: TrainConfig, out: Path, rank: int, log: Callable[[dict[str, Any]]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     start, elapsed, cpu, seen = 0, 0.0, 0.0, 0
+    curve: list[dict[str, float]] = []
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, weights_only=False)
         if state["cfg"] != asdict(cfg):
             raise InputError(f"checkpoint {ckpt_path} was written by a different configuration; delete it or use another output")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start, elapsed, cpu, seen = state["step"], state["elapsed"], state["cpu"], state["seen"]
+        start, elapsed, cpu, seen, curve = state["step"], state["elapsed"], state["cpu"], state["seen"], state["curve"]
     image_size = cfg.model["vision_cfg"]["image_size"]
     share = cfg.batch_size // cfg.workers
     model.train()
@@ -375,11 +376,12 @@ def _loop(cfg: TrainConfig, out: Path, rank: int, log: Callable[[dict[str, Any]]
             tokens_of = lambda texts: lut[tokenizer(texts)]  # noqa: E731
             numbers = retrieval(model, tokens_of, cfg.model, cfg.eval_size, "test", cfg.seed + MONITOR_SEED_OFFSET)
             model.train()
+            curve.append({"step": done, **numbers})
             log({"step": done, "eval": "monitor_full", **numbers})
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
             state = {"cfg": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done}
             times = {"elapsed": elapsed + time.perf_counter() - t0, "cpu": cpu + time.process_time() - c0}
-            _atomic_save({**state, **times, "seen": seen}, ckpt_path)
+            _atomic_save({**state, **times, "seen": seen, "curve": curve}, ckpt_path)
     train_s = elapsed + time.perf_counter() - t0
     cpu_s = torch.tensor([cpu + time.process_time() - c0], dtype=torch.float64)
     if cfg.workers > 1:
@@ -409,6 +411,7 @@ def _loop(cfg: TrainConfig, out: Path, rank: int, log: Callable[[dict[str, Any]]
         "images_per_cpu_s": round(seen / total_cpu, 1) if total_cpu else None,
         "torch": torch.__version__,
         "retrieval": results,
+        "learning_curve": curve,
     }
     save_weights(model, cfg.model, out, record)
     ckpt_path.unlink(missing_ok=True)

@@ -24,18 +24,17 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "dia
 #: size class → radius range as a fraction of the image side (the shape fits in a circle of that radius)
 SIZES: dict[str, tuple[float, float]] = {"small": (0.12, 0.15), "large": (0.22, 0.27)}
 
-#: the 3×3 regions an object's centre falls in, row-major, with the phrase a caption uses
+#: the image quadrant an object's centre lies in, with the phrase a caption uses. Object centres
+#: keep REGION_MARGIN (a fraction of the side) away from the midlines, so every object's quadrant
+#: is clear from the image (with 3×3 cells, objects as large as a cell straddled boundaries and
+#: their region words were a coin flip)
 REGIONS: tuple[tuple[str, str], ...] = (
     ("top left", "in the top left"),
-    ("top", "at the top"),
     ("top right", "in the top right"),
-    ("left", "on the left"),
-    ("centre", "in the centre"),
-    ("right", "on the right"),
     ("bottom left", "in the bottom left"),
-    ("bottom", "at the bottom"),
     ("bottom right", "in the bottom right"),
 )
+REGION_MARGIN = 0.05
 REGION_PHRASE: dict[str, str] = dict(REGIONS)
 
 #: colour–shape pairs held out of training: colour i goes with shape (3·i + 1) mod 8, so each
@@ -53,7 +52,11 @@ SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 
 
 def region_of(x: float, y: float, size: int) -> str:
-    """The region name of a point ``(x, y)`` (pixels, x to the right, y down) in a ``size``-px image."""
-    col = min(2, max(0, int(3 * x / size)))
-    row = min(2, max(0, int(3 * y / size)))
-    return REGIONS[3 * row + col][0]
+    """The quadrant name of a point ``(x, y)`` (pixels, x to the right, y down) in a ``size``-px image."""
+    return REGIONS[2 * int(y >= size / 2) + int(x >= size / 2)][0]
+
+
+def clear_of_midlines(x: float, y: float, size: int) -> bool:
+    """Whether ``(x, y)`` keeps at least ``REGION_MARGIN · size`` from both midlines."""
+    margin = REGION_MARGIN * size
+    return abs(x - size / 2) >= margin and abs(y - size / 2) >= margin
