@@ -74,3 +74,77 @@ def reference_text_importance(model, tokens, image_emb, *, heads="single", n_lay
     with torch.no_grad():
         model_score = F.cosine_similarity(model.encode_text(tokens[None])[0], image_emb, dim=0)
     return importance.detach(), score.detach(), model_score
+
+
+def reference_pooled_text_importance(model, tokens, image_emb, *, heads="single", n_layers=8):
+    """SPEC §3 for one text (token ids ``[L]``) and one unit image embedding ``[E]``, for the text
+    towers whose attention is not just the causal mask: CoCa's (an appended class token, pooled,
+    under the causal mask plus a padding mask) and bidirectional towers pooled at EOT (MobileCLIP,
+    with or without ``use_pad_mask``).
+
+    The tokens and the attention mask are the model's own (``TextTransformer._embeds``; for a
+    ``CLIP`` without a causal mask, its embeddings and no mask). The query is the class token when
+    there is one, else EOT; λ's min-max runs over the positions the query's row of the mask leaves
+    visible; importance is reported strictly between SOT and EOT. Returns
+    ``(importance [L], explained score, model score)``.
+    """
+    text, pool, eos = text_modules(model)
+    length = tokens.shape[0]
+    if hasattr(text, "_embeds"):
+        x, mask = text._embeds(tokens[None])  # mask: None, [L', L'] or [heads, L', L'] (one row: B = 1)
+    else:
+        x = text.token_embedding(tokens[None]) + text.positional_embedding[:length]
+        mask = None if text.attn_mask is None else text.attn_mask[:length, :length]
+    blocks = list(text.transformer.resblocks)
+    model_heads = blocks[0].attn.num_heads
+    seq = x.shape[1]
+    per_head = torch.zeros(model_heads, seq, seq) if mask is None else mask.expand(model_heads, seq, seq)
+    assert all(torch.equal(per_head[0], m) for m in per_head)  # the same mask for every head
+    cls = getattr(text, "cls_emb", None) is not None
+    eot = int(tokens.argmax()) if pool != "eos" else int((tokens == eos).nonzero()[0, 0])
+    query = seq - 1 if cls else eot
+    visible = torch.isfinite(per_head[0, query])
+    for blk in blocks[: len(blocks) - n_layers]:
+        x = blk(x, attn_mask=mask)  # the model's own block, with the mask as the model passes it
+    kept = []
+    for blk in blocks[len(blocks) - n_layers :]:
+        width = x.shape[-1]
+        h = blk.ln_1(x)
+        w, b = blk.attn.in_proj_weight, blk.attn.in_proj_bias
+        q = h @ w[:width].T + b[:width]
+        k = h @ w[width : 2 * width].T + b[width : 2 * width]
+        v = h @ w[2 * width :].T + b[2 * width :]
+        n_heads = 1 if heads == "single" else model_heads
+        d = width // n_heads
+        qh = q.reshape(seq, n_heads, d).transpose(0, 1)
+        kh = k.reshape(seq, n_heads, d).transpose(0, 1)
+        vh = v.reshape(seq, n_heads, d).transpose(0, 1)
+        attn = torch.softmax(qh @ kh.transpose(1, 2) / math.sqrt(d) + per_head[:n_heads], dim=-1)  # [H, L', L']
+        o = (attn @ vh).transpose(0, 1).reshape(1, seq, width)
+        y = x + blk.ls_1(blk.attn.out_proj(o))
+        x = y + blk.ls_2(blk.mlp(blk.ln_2(y)))
+        kept.append((n_heads, q[0], k[0], v[0], o))
+    pooled = text.ln_final(x[0, query])
+    proj = text.text_projection
+    e = pooled if proj is None else proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj
+    score = F.cosine_similarity(e, image_emb, dim=0)
+    grads = torch.autograd.grad(score, [entry[-1] for entry in kept])
+    total = torch.zeros(seq)
+    for (n_heads, q, k, v, _), grad in zip(kept, grads):
+        g = grad[0, query]
+        d = g.shape[0] // n_heads
+        layer = torch.zeros(seq)
+        for hd in range(n_heads):
+            sl = slice(hd * d, (hd + 1) * d)
+            c = F.cosine_similarity(q[query, sl].unsqueeze(0), k[:, sl], dim=1)
+            lo, hi = c[visible].min(), c[visible].max()
+            lam = (c - lo) / (hi - lo) if hi > lo else torch.ones_like(c)
+            layer = layer + lam * visible * (v[:, sl] @ g[sl])
+        total += torch.relu(layer)
+    importance = torch.zeros(length)
+    importance[1:eot] = total[1:eot]
+    if importance.sum() > 0:
+        importance = importance / importance.sum()
+    with torch.no_grad():
+        model_score = F.cosine_similarity(model.encode_text(tokens[None])[0], image_emb, dim=0)
+    return importance.detach(), score.detach(), model_score

@@ -95,11 +95,10 @@ def test_errors_are_catchable_as_builtin_types(explainer):
     "vision,match",
     [
         ({"pool_type": "avg"}, "averages the tokens"),
-        ({"attentional_pool": True}, "attentional pooler"),
+        ({"attentional_pool": "cascade", "attn_pooler_heads": 4}, "attentional pooler"),
         ({"qk_norm": True}, "QK normalisation"),
-        ({"layers": (1, 1, 1, 1), "width": 32, "head_width": 8}, "ModifiedResNet"),
     ],
-    ids=["avg-pool", "attn-pool", "qk-norm", "resnet"],
+    ids=["avg-pool", "attn-pool-cascade", "qk-norm"],
 )
 def test_unsupported_towers_name_the_reason(vision, match):
     model = tiny_clip(**vision)

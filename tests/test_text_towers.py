@@ -20,6 +20,17 @@ def test_clip_and_custom_text_clip(tokenizer):
         assert len(tower.blocks) == 8 and tower.context_length == 77 and tower.embed_dim == 32
 
 
+@pytest.mark.parametrize(
+    "overrides,context",
+    [(dict(no_causal_mask=True), 77), (dict(embed_cls=True), 77), (dict(embed_cls=True, context_length=76), 76)],
+    ids=["bidirectional-eot", "class-token", "class-token-76"],
+)
+def test_bidirectional_and_class_token_towers_are_explained(overrides, context):
+    """The context length is the ids' (CoCa's positional table has one more row, for its class token)."""
+    tower = text_tower(tiny_text_clip(custom=True, **overrides))
+    assert isinstance(tower, OpenClipText) and tower.context_length == context
+
+
 def test_encode_is_the_models_text_embedding(tokenizer):
     """The adapter runs only up to the longest EOT; the causal mask makes that the model's embedding."""
     model = tiny_text_clip(custom=True, proj_bias=True, pool_type="eos", eos_id=tokenizer.eot_token_id)
@@ -33,13 +44,15 @@ def test_encode_is_the_models_text_embedding(tokenizer):
     [
         (dict(pool_type="last"), "pools the last context position"),
         (dict(pool_type="first"), "never sees the caption"),
-        (dict(no_causal_mask=True), "not causal"),
-        (dict(embed_cls=True), "class token"),
+        (dict(pool_type="none"), "returns every token"),
+        (dict(no_causal_mask=True, pool_type="first"), "pools the first"),
         (dict(qk_norm=True, block_type="custom"), "QK normalisation"),
     ],
-    ids=["pool-last", "pool-first", "bidirectional", "embed-cls", "qk-norm"],
+    ids=["pool-last", "pool-first", "pool-none", "bidirectional-pool-first", "qk-norm"],
 )
 def test_refused_towers_say_why(overrides, reason):
+    """Issue 3 refused bidirectional towers pooled at EOT and CoCa's class-token towers; since
+    issue 8b they are explained (tests/test_text_class_token_bidirectional.py)."""
     model = tiny_text_clip(custom=True, **overrides)
     with pytest.raises(gradeclip.UnsupportedModelError, match=reason):
         text_tower(model)

@@ -14,10 +14,9 @@ from .errors import InputError, UnsupportedModelError
 from .methods import get_method
 from .methods.gradeclip_text import grad_eclip_text
 from .results import ImageExplanation, PairExplanation, TextExplanation
-from .towers.base import TokenTower
-from .towers.openclip_text import OpenClipText
+from .towers.base import ImageTower, TextTower
 from .towers.registry import image_tower, text_tower
-from .words import tokenize_captions
+from .words import WordAlignment, tokenize_captions
 
 TEXT_BATCH = 256  # texts encoded per text-tower forward
 
@@ -65,7 +64,12 @@ def check_option_names(method: str, fn: Callable[..., Any], options: dict[str, A
 
 
 class Explainer:
-    """Explains a CLIP-style model (open_clip ``CLIP`` / ``CustomTextCLIP``).
+    """Explains a CLIP-style model or an image classifier.
+
+    Supported: open_clip ``CLIP`` / ``CustomTextCLIP`` / ``CoCa`` (ViT, ModifiedResNet, CoCa,
+    timm-hosted SigLIP and EVA02 image towers), transformers ``CLIPModel`` and
+    ``BlipForImageTextRetrieval`` (its contrastive head), and timm ViT/EVA image classifiers
+    (:meth:`explain_classes`). See ``docs/models.md``.
 
     The explainer never registers hooks or modifies the model: towers are run module by module.
     Every call runs the model in eval mode and restores each module's training flag afterwards.
@@ -73,7 +77,9 @@ class Explainer:
     Args:
         model: the model, e.g. from :func:`gradeclip.load`.
         tokenizer: turns a list of strings into token ids ``[T, context_length]``; needed when
-            texts are given as strings (the tokenizer :func:`gradeclip.load` returns).
+            texts are given as strings (the tokenizer :func:`gradeclip.load` returns). Models whose
+            tokenizer is not at hand (SigLIP's needs a hub download; transformers models) take
+            token ids ``[T, L]`` directly.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Callable[[list[str]], Tensor] | None = None):
@@ -81,18 +87,18 @@ class Explainer:
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.tokenizer = tokenizer
-        self._image_tower: TokenTower | None = None
-        self._text_tower: OpenClipText | None = None
+        self._image_tower: ImageTower | None = None
+        self._text_tower: TextTower | None = None
 
     @property
-    def image_tower(self) -> TokenTower:
+    def image_tower(self) -> ImageTower:
         """The image tower's adapter (raises :class:`UnsupportedModelError` if there is none)."""
         if self._image_tower is None:
             self._image_tower = image_tower(self.model)
         return self._image_tower
 
     @property
-    def text_tower(self) -> OpenClipText:
+    def text_tower(self) -> TextTower:
         """The text tower's adapter (raises :class:`UnsupportedModelError` if there is none)."""
         if self._text_tower is None:
             self._text_tower = text_tower(self.model)
@@ -113,12 +119,18 @@ class Explainer:
             return self._encode_tokens(texts.to(device)), None
         texts = caption_list(texts)
         if self.tokenizer is None:
-            raise InputError("texts were given as strings but the Explainer has no tokenizer; pass tokenizer=")
+            raise InputError(
+                "texts were given as strings but the Explainer has no tokenizer; pass tokenizer=, or give token ids "
+                "[T, L] directly (e.g. SigLIP, whose tokenizer needs a hub download)"
+            )
         return self._encode_tokens(self.tokenizer(texts).to(device)), texts
 
     def _encode_tokens(self, tokens: Tensor) -> Tensor:
+        encode = getattr(self.model, "encode_text", None)  # open_clip's own; other models through their text tower
+        if encode is None:
+            encode = self.text_tower.encode
         with torch.no_grad(), evaluation_mode(self.model):
-            chunks = [self.model.encode_text(tokens[i : i + TEXT_BATCH]) for i in range(0, tokens.shape[0], TEXT_BATCH)]
+            chunks = [encode(tokens[i : i + TEXT_BATCH]) for i in range(0, tokens.shape[0], TEXT_BATCH)]
         return self._check_embeddings(torch.cat(chunks))
 
     def _check_embeddings(self, emb: Tensor) -> Tensor:
@@ -160,10 +172,52 @@ class Explainer:
             for pixel-based methods such as RISE), ``scores`` / ``model_scores`` ``[B, T]`` float32,
             and ``text_specific`` False for methods whose map ignores the text.
         """
+        if self.image_tower.score == "logit":
+            raise InputError(f"{self.image_tower.description} is an image classifier: explain its classes with explain_classes")
+        targets, text_list = self.encode_texts(texts)
+        return self._explain_targets(images, targets, method, options, texts=text_list)
+
+    def explain_classes(
+        self, images: Tensor, classes: int | Sequence[int], *, method: str = "gradeclip", **options: Any
+    ) -> ImageExplanation:
+        """Explain an image classifier's class logits (paper §4.1.4): each image against every class.
+
+        The explained score is the class logit (not a cosine); the rest is as in :meth:`explain_image`.
+
+        Args:
+            images: float tensor ``[B, 3, H, W]`` at the classifier's input size, preprocessed.
+            classes: a class index or a list of them (T classes), each in ``0..num_classes-1``.
+            method: ``"gradeclip"`` (the baselines explain cosine scores, not logits).
+            **options: Grad-ECLIP's options, as for :meth:`explain_image`.
+
+        Returns:
+            :class:`ImageExplanation` with ``maps`` ``[B, T, h, w]``, ``scores`` / ``model_scores``
+            ``[B, T]`` the explained / the model's own logits, ``classes`` the class indices and
+            ``texts`` None.
+        """
+        tower = self.image_tower
+        if tower.score != "logit":
+            raise InputError(f"explain_classes needs an image classifier; {tower.description} is explained against texts (explain_image)")
+        if method != "gradeclip":  # the baselines score cosines; only Grad-ECLIP is wired to class logits
+            raise InputError(f"explain_classes explains class logits with method='gradeclip' only, got {method!r}")
+        labels = [classes] if isinstance(classes, int) else list(classes)
+        if not labels or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < tower.embed_dim for c in labels):
+            raise InputError(f"classes must be one or more class indices in 0..{tower.embed_dim - 1}, got {classes!r}")
+        targets = torch.nn.functional.one_hot(torch.tensor(labels), tower.embed_dim).float().to(tower.device)
+        return self._explain_targets(images, targets, method, options, classes=labels)
+
+    def _explain_targets(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        method: str,
+        options: dict[str, Any],
+        texts: list[str] | None = None,
+        classes: list[int] | None = None,
+    ) -> ImageExplanation:
         info, fn = get_method(method)
         check_option_names(method, fn, options)
         tower = self.image_tower
-        targets, text_list = self.encode_texts(texts)
         call_options = dict(options)
         for name, default in info.text_options:
             value = options.get(name, default if self.tokenizer is not None else None)
@@ -176,20 +230,29 @@ class Explainer:
             maps=out.maps,
             scores=out.scores,
             model_scores=out.model_scores,
-            texts=text_list,
+            texts=texts,
             method=method,
             options=dict(options),
             image_size=(images.shape[-2], images.shape[-1]),
             resolution=out.resolution,
             extras=out.extras,
+            classes=classes,
             text_specific=info.text_specific,
         )
 
     def encode_images(self, images: Tensor) -> Tensor:
         """Unit-norm float32 image embeddings ``[B, E]`` from the unmodified image tower (any input
-        size the tower accepts, so native-resolution inputs work too)."""
+        size the tower's adapter accepts, so native-resolution inputs work too). A model whose image
+        tower has no adapter (e.g. ConvNeXt) is encoded with its own ``encode_image``, so its texts
+        can still be explained."""
         with torch.no_grad(), evaluation_mode(self.model):
-            emb = self.image_tower.encode(images).float()
+            try:
+                encode = self.image_tower.encode
+            except UnsupportedModelError:
+                encode = getattr(self.model, "encode_image", None)
+                if encode is None:
+                    raise
+            emb = encode(images).float()
         norm = emb.norm(dim=-1, keepdim=True)
         if not torch.isfinite(emb).all() or (norm == 0).any():
             raise InputError("an image embedding is all zeros or not finite")
@@ -198,7 +261,7 @@ class Explainer:
     def explain_text(
         self,
         images: Tensor,
-        texts: str | Sequence[str],
+        texts: str | Sequence[str] | Tensor,
         *,
         n_layers: int = 8,
         heads: str = "single",
@@ -213,14 +276,16 @@ class Explainer:
         Args:
             images: float tensor ``[B, 3, H, W]``, preprocessed as for :meth:`explain_image`.
             texts: a caption or a list of captions (strings; the Explainer's tokenizer must be
-                open_clip's ``SimpleTokenizer``). Captions longer than the context length are
-                truncated with a ``UserWarning`` naming them.
+                open_clip's ``SimpleTokenizer``), or token ids ``[T, L]`` made by the model's own
+                tokenizer (any model; then there are no words, only token positions). Captions
+                longer than the context length are truncated with a ``UserWarning`` naming them.
             n_layers: how many of the text tower's last blocks are explained (1..depth).
             heads: ``"single"`` or ``"model"``.
 
         Returns:
-            :class:`TextExplanation` with ``importance`` ``[B, T, context_length]`` float32 and
-            ``scores`` / ``model_scores`` ``[B, T]`` float32; ``words(b, t)`` gives the words.
+            :class:`TextExplanation` with ``importance`` ``[B, T, L]`` float32 (L = the context
+            length, or the ids' length) and ``scores`` / ``model_scores`` ``[B, T]`` float32;
+            ``words(b, t)`` gives the words (when texts were strings).
 
         Raises:
             InputError: empty or whitespace-only texts, malformed images, bad options, a tokenizer
@@ -228,13 +293,22 @@ class Explainer:
             UnsupportedModelError: a text tower Grad-ECLIP cannot explain.
         """
         tower = self.text_tower
-        captions = caption_list(texts)
-        tokens, alignments = tokenize_captions(self.tokenizer, captions, tower.context_length)
-        tokens = tokens.to(tower.device)
-        if [a.eot for a in alignments] != tower.eot_positions(tokens).tolist():
-            raise UnsupportedModelError(
-                f"{tower.description}: the model pools a position other than the tokenizer's end-of-text token"
-            )
+        captions: list[str] | None = None
+        alignments: list[WordAlignment] | None = None
+        if isinstance(texts, Tensor):
+            tokens = texts.to(tower.device)
+            tower.reported(tokens)  # validates the ids
+        else:
+            captions = caption_list(texts)
+            tokens, alignments = tokenize_captions(self.tokenizer, captions, tower.context_length)
+            tokens = tokens.to(tower.device)
+            positions = torch.arange(tokens.shape[1], device=tokens.device)
+            content = torch.stack([(positions > 0) & (positions < a.eot) for a in alignments])
+            if not torch.equal(tower.reported(tokens), content):
+                raise UnsupportedModelError(
+                    f"{tower.description}: the model pools a position other than the tokenizer's end-of-text token; "
+                    "give the model's own token ids [T, L] instead of strings"
+                )
         targets = self.encode_images(images)
         if targets.shape[-1] != tower.embed_dim:
             raise UnsupportedModelError(f"image embeddings have width {targets.shape[-1]}, text embeddings {tower.embed_dim}")

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from .errors import InputError
 from .words import WordAlignment
 
 
@@ -22,7 +23,7 @@ class ImageExplanation:
         scores: ``[B, T]`` float32, the score the method explains (for Grad-ECLIP with
             ``heads="single"``, the cosine of the single-head forward).
         model_scores: ``[B, T]`` float32, the unmodified model's cosine score.
-        texts: the texts explained (None when text embeddings were given).
+        texts: the texts explained (None when text embeddings or token ids were given, or classes).
         method: the method's registered name.
         options: the options the method ran with.
         image_size: ``(H, W)`` of the explained (preprocessed) input.
@@ -31,6 +32,8 @@ class ImageExplanation:
             ``[B, T, H, h, w]``).
         text_specific: False for text-agnostic methods (``raw_attention``, ``rollout``): their map
             ignores the text, so ``maps[:, t]`` is the same for every t.
+        classes: the class indices explained (:meth:`Explainer.explain_classes`; then ``scores``
+            and ``model_scores`` are logits), else None.
     """
 
     maps: Tensor
@@ -43,6 +46,7 @@ class ImageExplanation:
     resolution: str = "tokens"
     extras: dict[str, Tensor] = field(default_factory=dict)
     text_specific: bool = True
+    classes: list[int] | None = None
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -77,23 +81,29 @@ class TextExplanation:
         scores: ``[B, T]`` float32, the score explained (with ``heads="single"``, the cosine of the
             text tower run with single-head blocks).
         model_scores: ``[B, T]`` float32, the unmodified model's cosine score.
-        texts: the captions, as given.
-        alignments: per text, how its tokens map back to its words (:class:`~gradeclip.words.WordAlignment`).
+        texts: the captions, as given (None when token ids were given).
+        alignments: per text, how its tokens map back to its words (:class:`~gradeclip.words.WordAlignment`);
+            None when token ids were given.
         options: ``n_layers`` and ``heads`` the explanation ran with.
     """
 
     importance: Tensor
     scores: Tensor
     model_scores: Tensor
-    texts: list[str]
-    alignments: list[WordAlignment]
+    texts: list[str] | None
+    alignments: list[WordAlignment] | None
     options: dict[str, Any]
+
+    def _alignment(self, t: int) -> WordAlignment:
+        if self.alignments is None:
+            raise InputError("the texts were given as token ids: there are no words, only token positions (importance)")
+        return self.alignments[t]
 
     def tokens(self, t: int) -> list[str]:
         """The decoded BPE token strings of text ``t`` at positions ``0..EOT`` (aligned with
         ``importance[:, t]``; start and end tokens included). A piece holding part of a multi-byte
         character decodes to ``"\ufffd"``."""
-        return list(self.alignments[t].tokens)
+        return list(self._alignment(t).tokens)
 
     def words(self, b: int, t: int) -> list[tuple[str, float]]:
         """``[(word, importance), …]`` of text ``t`` against image ``b``, in caption order.
@@ -104,12 +114,12 @@ class TextExplanation:
         truncation are left out.
         """
         row = self.importance[b, t].tolist()
-        alignment = self.alignments[t]
+        alignment = self._alignment(t)
         return [(word, float(sum(row[p] for p in pos))) for word, pos in zip(alignment.words, alignment.positions)]
 
     def spans(self, t: int) -> list[tuple[int, int]]:
         """``(start, end)`` character offsets in ``texts[t]`` of the words :meth:`words` returns."""
-        return list(self.alignments[t].spans)
+        return list(self._alignment(t).spans)
 
 
 @dataclass(frozen=True)

@@ -59,11 +59,14 @@ def check_tokenizer(tokenizer: Any) -> Any:
     from open_clip.tokenizer import SimpleTokenizer
 
     if tokenizer is None:
-        raise InputError("explaining texts needs the model's tokenizer: pass tokenizer= to the Explainer")
+        raise InputError(
+            "explaining texts needs the model's tokenizer: pass tokenizer= to the Explainer, or give the model's "
+            "token ids [T, L] directly (SigLIP's tokenizer needs a hub download; then there are no words)"
+        )
     if not isinstance(tokenizer, SimpleTokenizer):
         raise InputError(
             f"explaining texts needs open_clip's SimpleTokenizer (CLIP BPE) to map tokens back to words; "
-            f"got {type(tokenizer).__name__}"
+            f"got {type(tokenizer).__name__}. Other tokenizers: give their token ids [T, L] directly"
         )
     if getattr(tokenizer, "reduction_fn", None) is not None:
         raise InputError("the tokenizer drops tokens at random (reduction_mask); text explanations need plain truncation")

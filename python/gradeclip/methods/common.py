@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..towers.base import TokenBatch, TokenTower, rows
+from ..towers.base import TokenBatch, TokenTower
 from ..attention import attend
 from .gradeclip import cosine_scores
 
@@ -33,10 +33,9 @@ def last_block_embedding(tower: TokenTower, batch: TokenBatch, x: Tensor) -> tup
     (float32). Under autograd both lie in the graph, ``probs`` on the path to ``embedding``.
     """
     last = tower.blocks[-1]
-    q, k, v = last.qkv(x)
-    mask = None if batch.attn_mask is None else batch.attn_mask[batch.query].unsqueeze(1)
-    o, probs = attend(rows(q, batch.query).unsqueeze(1), k, v, last.heads, mask)
-    return tower.head(last.finish(rows(x, batch.query), o[:, 0])), probs
+    q, k, v, mask = last.query_qkv(x, batch.query, batch.attn_mask)
+    o, probs = attend(q, k, v, last.heads, mask)
+    return tower.readout(x, o, batch), probs
 
 
 def keys_of(values: Tensor, batch: TokenBatch) -> Tensor:

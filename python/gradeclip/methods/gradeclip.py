@@ -1,8 +1,9 @@
 """Grad-ECLIP (SPEC §2): channel weights × loosened spatial weights × values, for any token tower.
 
-The same code explains an image tower against text embeddings and (with a text tower) a text
-against image embeddings: the tower supplies the tokens, the blocks and the head; the targets are
-the other modality's normalised embeddings.
+The same code explains an image tower against text embeddings, a text against image embeddings,
+and a classifier's image against its classes: the tower supplies the tokens, the explained layers
+(whose last one gives its query rows' q, k, v) and the readout from the attention output to the
+embedding; the targets are the other modality's normalised embeddings or one-hot class rows.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..errors import InputError
 from ..kernels import compute_maps
 from ..kernels.maps_torch import head_contributions, spatial_weights
 from ..towers.base import TokenBatch, TokenTower, rows
-from ..towers.blocks import BlockAdapter
+from ..towers.blocks import AttentionBlock, ExplainedAttention
 from .base import MethodInfo, MethodOutput
 
 HEADS = ("single", "model")
@@ -28,15 +29,15 @@ QK_SPACES = ("attention", "out_proj")
 
 @dataclass
 class ExplainedLayer:
-    """One explained block's state for a batch (SPEC §2 step 1).
+    """One explained layer's state for a batch (SPEC §2 step 1).
 
-    ``o`` is the attention output inside the autograd graph: the query row ``[B, D]`` for the last
-    block, the full ``[B, L, D]`` for earlier ones (their other rows feed later blocks).
-    ``q`` ``[B, D]`` (query row), ``k``/``v`` ``[B, L, D]`` and ``probs`` ``[B, H, L]`` (the query row's
-    attention probabilities, float32) are detached.
+    ``o`` is the attention output inside the autograd graph: the query rows ``[B, Q, D]`` for the
+    last layer, the full ``[B, L, D]`` for earlier blocks (their other rows feed later blocks).
+    ``q`` ``[B, Q, D]`` (the query rows; Q = 1 for earlier blocks), ``k``/``v`` ``[B, L, D]`` and
+    ``probs`` ``[B, H, Q, L]`` (the query rows' attention probabilities, float32) are detached.
     """
 
-    block: BlockAdapter
+    block: ExplainedAttention
     heads: int
     o: Tensor
     q: Tensor
@@ -61,31 +62,29 @@ def check_options(heads: str, spatial: str, qk_space: str, n_layers: int, depth:
         if value not in allowed:
             raise InputError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
     if isinstance(n_layers, bool) or not isinstance(n_layers, int) or not 1 <= n_layers <= depth:
-        raise InputError(f"n_layers must be an integer in 1..{depth} (the tower's depth), got {n_layers!r}")
+        raise InputError(f"n_layers must be an integer in 1..{depth} (the tower's explainable layers), got {n_layers!r}")
 
 
-def _query_row_attention(
-    block: BlockAdapter, x: Tensor, batch: TokenBatch, heads: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The block's attention at the query row only (never the full ``[L, L]`` matrix).
+def _query_attention(block: ExplainedAttention, x: Tensor, batch: TokenBatch, heads: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The layer's attention at its query rows only (never the full ``[L, L]`` matrix).
 
-    Returns ``(o_row [B, D], q_row [B, D], k [B, L, D], v [B, L, D], probs [B, H, L])``.
+    Returns ``(o [B, Q, D], q [B, Q, D], k [B, L, D], v [B, L, D], probs [B, H, Q, L])``.
     """
-    q, k, v = block.qkv(x)
-    q_row = rows(q, batch.query)
-    mask = None if batch.attn_mask is None else batch.attn_mask[batch.query].unsqueeze(1)
-    o, probs = attend(q_row.unsqueeze(1), k, v, heads, mask)
-    return o[:, 0], q_row, k, v, probs[:, :, 0]
+    q, k, v, mask = block.query_qkv(x, batch.query, batch.attn_mask)
+    o, probs = attend(q, k, v, heads, mask)
+    return o, q, k, v, probs
 
 
 def explained_forward(tower: TokenTower, batch: TokenBatch, n_layers: int, heads: str) -> ExplainedForward:
-    """Run ``tower`` on ``batch`` with its last ``n_layers`` blocks explained (SPEC §2 steps 1 and 5).
+    """Run ``tower`` on ``batch`` with its last ``n_layers`` layers explained (SPEC §2 steps 1 and 5).
 
     Earlier blocks run as the model's own, without autograd. With ``heads="single"`` the explained
-    blocks use one head spanning all channels. Only the last block's query row is computed; when
+    layers use one head spanning all channels. Only the last layer's query rows are computed; when
     ``n_layers`` > 1 the earlier explained blocks run in full, inside an autograd graph.
     """
     explained = tower.blocks[-n_layers:]
+    if n_layers > 1 and batch.query is None:
+        raise InputError(f"{tower.description}: n_layers > 1 needs a query position in the earlier blocks; this tower has none")
     with torch.no_grad():
         x_start = tower.run_blocks(batch.x, tower.blocks[: len(tower.blocks) - n_layers], batch.attn_mask)
     track = n_layers > 1  # gradients must flow back through the explained blocks' attention
@@ -96,17 +95,19 @@ def explained_forward(tower: TokenTower, batch: TokenBatch, n_layers: int, heads
         last = block is explained[-1]
         with torch.set_grad_enabled(track):
             if last:
-                o, q_row, k, v, probs = _query_row_attention(block, x, batch, n_heads)
+                o, q_rows, k, v, probs = _query_attention(block, x, batch, n_heads)
             else:
+                assert isinstance(block, AttentionBlock) and batch.query is not None
                 q, k, v = block.qkv(x)
                 o, all_probs = attend(q, k, v, n_heads, batch.attn_mask)
-                q_row, probs = rows(q, batch.query), all_probs[torch.arange(x.shape[0]), :, batch.query]
+                q_rows = rows(q, batch.query).unsqueeze(1)
+                probs = all_probs[torch.arange(x.shape[0]), :, batch.query].unsqueeze(2)
         if not o.requires_grad:
             o = o.detach().requires_grad_()
-        layers.append(ExplainedLayer(block, n_heads, o, q_row.detach(), k.detach(), v.detach(), probs.detach()))
+        layers.append(ExplainedLayer(block, n_heads, o, q_rows.detach(), k.detach(), v.detach(), probs.detach()))
         with torch.enable_grad():
             if last:
-                embedding = tower.head(block.finish(rows(x, batch.query), o))
+                embedding = tower.readout(x, o, batch)
             else:
                 x = block.finish(x, o)
 
@@ -115,31 +116,41 @@ def explained_forward(tower: TokenTower, batch: TokenBatch, n_layers: int, heads
     else:
         with torch.no_grad():
             x = tower.run_blocks(x_start, explained[:-1], batch.attn_mask)
-            o, *_ = _query_row_attention(explained[-1], x, batch, explained[-1].heads)
-            model_embedding = tower.head(explained[-1].finish(rows(x, batch.query), o))
+            o, *_ = _query_attention(explained[-1], x, batch, explained[-1].heads)
+            model_embedding = tower.readout(x, o, batch)
     return ExplainedForward(embedding, model_embedding, layers)
+
+
+def target_scores(embedding: Tensor, targets: Tensor, score: str = "cosine") -> Tensor:
+    """The explained score as float32 ``[B, T]``: ``cos(e_b, t_t)`` (``targets`` ``[T, E]`` unit-norm)
+    for ``score="cosine"``, ``e_b · t_t`` (one-hot class rows give the class logit) for ``"logit"``."""
+    e = embedding.float()
+    if score == "cosine":
+        e = e / e.norm(dim=-1, keepdim=True)
+    return e @ targets.T
 
 
 def cosine_scores(embedding: Tensor, targets: Tensor) -> Tensor:
     """``cos(e_b, t_t)`` as float32 ``[B, T]``; ``targets`` ``[T, E]`` must be unit-norm."""
-    e = embedding.float()
-    return (e / e.norm(dim=-1, keepdim=True)) @ targets.T
+    return target_scores(embedding, targets, "cosine")
 
 
-def channel_weights(embedding: Tensor, targets: Tensor, outputs: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+def channel_weights(
+    embedding: Tensor, targets: Tensor, outputs: list[Tensor], score: str = "cosine"
+) -> tuple[Tensor, list[Tensor]]:
     """Scores and their gradients with respect to each of ``outputs`` (SPEC §2 step 2).
 
-    ``embedding`` ``[B, E]`` (in the graph of every output), ``targets`` ``[T, E]`` unit-norm float32.
-    Returns ``(scores [B, T] float32, grads)`` with ``grads[j]`` ``[B, T, *outputs[j].shape[1:]]``
-    float32. With T ≤ E, T vector-Jacobian products batched in one backward call; with T > E, the
-    Jacobian of the embedding (E products) contracted with ``∂s/∂e`` — whichever is fewer.
+    ``embedding`` ``[B, E]`` (in the graph of every output), ``targets`` ``[T, E]`` float32 (unit-norm
+    for ``score="cosine"``, see :func:`target_scores`). Returns ``(scores [B, T] float32, grads)``
+    with ``grads[j]`` ``[B, T, *outputs[j].shape[1:]]`` float32. With T ≤ E, T vector-Jacobian
+    products batched in one backward call; with T > E, the Jacobian of the embedding (E products)
+    contracted with ``∂s/∂e`` — whichever is fewer.
     """
     batch, width = embedding.shape
     n_targets = targets.shape[0]
     with torch.enable_grad():  # callers may be under torch.no_grad()
         e = embedding.float()
-        norm = e.norm(dim=-1, keepdim=True)
-        scores = (e / norm) @ targets.T
+        scores = target_scores(e, targets, score)
         if n_targets <= width:
             eye = torch.eye(n_targets, device=e.device, dtype=e.dtype)
             cotangents = eye.unsqueeze(1).expand(n_targets, batch, n_targets)  # [T, B, T] one-hot per t
@@ -148,8 +159,12 @@ def channel_weights(embedding: Tensor, targets: Tensor, outputs: list[Tensor]) -
         eye = torch.eye(width, device=e.device, dtype=e.dtype)
         jacobians = torch.autograd.grad(e, outputs, grad_outputs=eye.unsqueeze(1).expand(width, batch, width), is_grads_batched=True)
     scores = scores.detach()
-    e_hat = (e / norm).detach()
-    ds_de = (targets.unsqueeze(0) - scores.unsqueeze(-1) * e_hat.unsqueeze(1)) / norm.detach().unsqueeze(1)  # [B, T, E]
+    if score == "cosine":
+        norm = e.detach().norm(dim=-1, keepdim=True)
+        e_hat = e.detach() / norm
+        ds_de = (targets.unsqueeze(0) - scores.unsqueeze(-1) * e_hat.unsqueeze(1)) / norm.unsqueeze(1)  # [B, T, E]
+    else:
+        ds_de = targets.unsqueeze(0).expand(batch, n_targets, width)
     return scores, [torch.einsum("bte,eb...->bt...", ds_de, j.float()) for j in jacobians]
 
 
@@ -174,7 +189,12 @@ def grad_eclip(
     n_layers: int = 1,
     per_head: bool = False,
 ) -> MethodOutput:
-    """Grad-ECLIP maps of ``inputs`` against unit-norm ``targets`` ``[T, E]`` (SPEC §2).
+    """Grad-ECLIP maps of ``inputs`` against ``targets`` ``[T, E]`` (SPEC §2): unit-norm embeddings of
+    the other modality, or one-hot class rows for a classifier tower (``tower.score == "logit"``).
+
+    When the explained attention has several query rows (a pooler with several learned queries
+    feeding the embedding), each query gets its own map (its own ``g``, ``λ``) and the maps are
+    averaged (SPEC §1).
 
     Returns a :class:`MethodOutput` with ``maps`` ``[B, T, *grid]`` over the tower's map keys and,
     with ``per_head=True``, ``extras["head_maps"]`` ``[B, T, H, *grid]``: the per-head terms
@@ -183,30 +203,44 @@ def grad_eclip(
     check_options(heads, spatial, qk_space, n_layers, len(tower.blocks))
     if per_head and (heads != "model" or n_layers != 1):
         raise InputError("per_head=True needs heads='model' and n_layers=1 (per-head terms of one block)")
-    batch = tower.embed(inputs)
+    with torch.no_grad():  # the run-up to the explained layers needs no graph
+        batch = tower.embed(inputs)
     fwd = explained_forward(tower, batch, n_layers, heads)
-    scores, grads = channel_weights(fwd.embedding, targets, [layer.o for layer in fwd.layers])
-    model_scores = cosine_scores(fwd.model_embedding, targets)
+    if per_head and fwd.layers[-1].q.shape[1] > 1:
+        raise InputError(f"{tower.description}: per_head=True needs one query; this tower's pooler has several")
+    scores, grads = channel_weights(fwd.embedding, targets, [layer.o for layer in fwd.layers], tower.score)
+    model_scores = target_scores(fwd.model_embedding, targets, tower.score)
     keys = batch.keys
+    key_mask = batch.key_mask
     maps = None
     head_maps = None
-    for layer, g in zip(fwd.layers, grads):
-        if g.ndim == 4:  # gradient of a full [B, L, D] output: keep the query row
-            g = g[torch.arange(g.shape[0]), :, batch.query]
+    for layer, g in zip(fwd.layers, grads, strict=True):
+        if layer is not fwd.layers[-1]:  # gradient of a full [B, L, D] output: keep the query row
+            assert batch.query is not None
+            g = g[torch.arange(g.shape[0]), :, batch.query].unsqueeze(2)
         q, k = layer.q, layer.k[:, keys]
         if qk_space == "out_proj":
             with torch.no_grad():
                 q, k = layer.block.out_proj(q), layer.block.out_proj(k)
-        probs = layer.probs[:, :, keys]
-        v = layer.v[:, keys]
+        count = q.shape[1]  # Q query rows: one map per query, averaged (SPEC §1)
+        q, probs = q.flatten(0, 1), layer.probs[..., keys].transpose(1, 2).flatten(0, 1)  # [B·Q, D], [B·Q, H, N]
+        k, v = _repeat(k, count), _repeat(layer.v[:, keys], count)  # [B·Q, N, D]
+        g = g.transpose(1, 2).flatten(0, 1)  # [B·Q, T, D]
+        mask = None if key_mask is None else _repeat(key_mask, count)
         if per_head:
-            lam = spatial_weights(q, k, spatial, layer.heads, probs, batch.key_mask)
+            lam = spatial_weights(q, k, spatial, layer.heads, probs, mask)
             head_maps = head_contributions(v, g, lam)
             layer_maps = torch.relu(head_maps.sum(dim=2))
         else:
-            layer_maps = compute_maps(q, k, v, g, spatial=spatial, heads=layer.heads, probs=probs, key_mask=batch.key_mask)
+            layer_maps = compute_maps(q, k, v, g, spatial=spatial, heads=layer.heads, probs=probs, key_mask=mask)
+        layer_maps = layer_maps.unflatten(0, (-1, count)).mean(dim=1)  # [B, T, N]
         maps = layer_maps if maps is None else maps + layer_maps
     assert maps is not None
     grid = (maps.shape[0], maps.shape[1], *batch.grid)
     extras = {} if head_maps is None else {"head_maps": head_maps.reshape(*grid[:2], head_maps.shape[2], *batch.grid)}
     return MethodOutput(maps=maps.reshape(grid), scores=scores, model_scores=model_scores, extras=extras)
+
+
+def _repeat(x: Tensor, count: int) -> Tensor:
+    """``[B, ...]`` → ``[B·count, ...]``, each row repeated ``count`` times in a row (a view when count = 1)."""
+    return x if count == 1 else x.repeat_interleave(count, dim=0)

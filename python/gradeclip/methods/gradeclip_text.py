@@ -10,28 +10,30 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..towers.openclip_text import OpenClipText
+from ..towers.base import TextTower
 from .base import MethodOutput
 from .gradeclip import grad_eclip
 
 
-def token_importance(maps: Tensor, eot: Tensor, length: int) -> Tensor:
+def token_importance(maps: Tensor, reported: Tensor, length: int) -> Tensor:
     """Token importance from text maps (SPEC §3, last step).
 
-    ``maps`` ``[B, T, n]`` (the summed per-layer maps over positions ``0..n-1``), ``eot`` ``[T]`` the
-    end-of-text position of each text. Returns float32 ``[B, T, length]``: the maps strictly
-    between the start token (position 0) and EOT, zero elsewhere, each row divided by its sum
-    (a row that is all zero stays all zero).
+    ``maps`` ``[B, T, n]`` (the summed per-layer maps over positions ``0..n-1``), ``reported``
+    ``[T, length]`` bool, the positions whose importance is reported (for EOT-pooled towers, those
+    strictly between the start token and EOT). Columns past ``length`` are keys that are no token
+    of the ids (CoCa's appended class token) and are dropped. Returns float32 ``[B, T, length]``:
+    the maps at the reported positions, zero elsewhere, each row divided by its sum (a row that is
+    all zero stays all zero).
     """
-    positions = torch.arange(maps.shape[-1], device=maps.device)
-    inside = (positions > 0) & (positions.unsqueeze(0) < eot.to(maps.device).unsqueeze(1))  # [T, n]
+    maps = maps[..., :length]
+    inside = reported[:, : maps.shape[-1]].to(maps.device)  # [T, n]
     kept = maps.float() * inside
     total = kept.sum(dim=-1, keepdim=True)
     kept = torch.where(total > 0, kept / torch.where(total > 0, total, 1.0), kept)
     return torch.nn.functional.pad(kept, (0, length - maps.shape[-1]))
 
 
-def grad_eclip_text(tower: OpenClipText, tokens: Tensor, image_targets: Tensor, *, heads: str, n_layers: int) -> MethodOutput:
+def grad_eclip_text(tower: TextTower, tokens: Tensor, image_targets: Tensor, *, heads: str, n_layers: int) -> MethodOutput:
     """Grad-ECLIP token importance of texts ``tokens`` ``[T, L]`` against unit-norm image embeddings
     ``image_targets`` ``[B, E]``.
 
@@ -40,5 +42,5 @@ def grad_eclip_text(tower: OpenClipText, tokens: Tensor, image_targets: Tensor, 
     ``model_scores`` ``[B, T]`` (the unmodified model's cosine).
     """
     out = grad_eclip(tower, tokens, image_targets, heads=heads, n_layers=n_layers)
-    importance = token_importance(out.maps.transpose(0, 1), tower.eot_positions(tokens.to(tower.device)), tokens.shape[1])
+    importance = token_importance(out.maps.transpose(0, 1), tower.reported(tokens.to(tower.device)), tokens.shape[1])
     return MethodOutput(maps=importance, scores=out.scores.T, model_scores=out.model_scores.T)

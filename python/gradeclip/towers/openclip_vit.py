@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from ..errors import InputError, UnsupportedModelError
-from .base import TokenBatch, TokenTower
+from ..errors import UnsupportedModelError
+from .base import ImageTower, TokenBatch, resize_positions
 from .blocks import BlockAdapter
 
 
-class OpenClipViT(TokenTower):
+class OpenClipViT(ImageTower):
     """Adapter for ``open_clip.transformer.VisionTransformer`` with ``pool_type="tok"``."""
 
     def __init__(self, visual: nn.Module):
@@ -44,40 +43,13 @@ class OpenClipViT(TokenTower):
         self.patch_size: tuple[int, int] = tuple(visual.patch_size)  # type: ignore[assignment]
         self.model_grid: tuple[int, int] = tuple(visual.grid_size)  # type: ignore[assignment]
 
-    def check_images(self, images: Tensor) -> None:
-        """Raise :class:`InputError` unless ``images`` is a finite float ``[B, 3, H, W]`` batch with
-        ``H`` and ``W`` multiples of the patch size."""
-        if not isinstance(images, Tensor):
-            raise InputError(f"images must be a torch.Tensor [B, 3, H, W], got {type(images).__name__}")
-        if images.ndim != 4:
-            raise InputError(f"images must have shape [B, 3, H, W], got rank {images.ndim} shape {tuple(images.shape)}")
-        if images.shape[0] == 0:
-            raise InputError("images is an empty batch (B = 0)")
-        if images.shape[1] != 3:
-            raise InputError(f"images must have 3 channels, got {images.shape[1]} (shape {tuple(images.shape)})")
-        if not images.is_floating_point():
-            raise InputError(f"images must be a float tensor (already preprocessed), got dtype {images.dtype}")
-        height, width = images.shape[-2:]
-        ph, pw = self.patch_size
-        if height % ph or width % pw:
-            raise InputError(
-                f"image size {height}×{width} is not a multiple of the patch size {ph}×{pw}; "
-                "resize it (gradeclip.native_preprocess does this) or use the model's preprocess"
-            )
-        if not torch.isfinite(images).all():
-            raise InputError("images contain NaN or infinite values")
-
     def positional_embedding(self, grid: tuple[int, int]) -> Tensor:
         """The positional embedding ``[1 + h·w, D]`` for a patch grid ``(h, w)``: the model's own at its
         grid, else its patch part interpolated bicubically (align_corners=False), class position kept."""
         pos = self.visual.positional_embedding
         if grid == self.model_grid:
             return pos
-        gh0, gw0 = self.model_grid
-        patches = pos[1:].float().reshape(1, gh0, gw0, -1).permute(0, 3, 1, 2)
-        patches = F.interpolate(patches, size=grid, mode="bicubic", align_corners=False)
-        patches = patches.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
-        return torch.cat([pos[:1], patches.to(pos.dtype)], dim=0)
+        return torch.cat([pos[:1], resize_positions(pos[1:], self.model_grid, grid)], dim=0)
 
     def embed(self, images: Tensor) -> TokenBatch:
         self.check_images(images)
