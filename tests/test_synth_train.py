@@ -115,6 +115,8 @@ def test_bad_training_settings_are_refused(tmp_path):
         train(tiny_config(batch_size=1), tmp_path / "w.safetensors", progress=False)
     with pytest.raises(InputError, match="lr"):
         train(tiny_config(lr=0.0), tmp_path / "w.safetensors", progress=False)
+    with pytest.raises(InputError, match="complete_captions"):
+        train(tiny_config(complete_captions=1.2), tmp_path / "w.safetensors", progress=False)
     with pytest.raises(InputError, match="even"):
         train(tiny_config(batch_size=18, workers=2), tmp_path / "w.safetensors", progress=False)
     scenes, captions = training_batch(3, 4, 0, 32)

@@ -198,3 +198,21 @@ def test_object_centres_keep_clear_of_the_quadrant_midlines():
         for obj in scene.objects:
             x, y = obj.center
             assert min(abs(x - 32), abs(y - 32)) >= REGION_MARGIN * 64 - 1e-9
+
+
+def test_random_caption_rates():
+    """``complete`` and ``attribute`` set how often a training caption names every object and
+    states sizes and regions; the extremes are exact."""
+    scenes = make_scenes(60, "train", seed=5)
+    rng = np.random.default_rng(0)
+    for scene in scenes:
+        full = random_caption(scene, rng, complete=1.0, attribute=1.0)
+        assert full.complete and all(m.size is not None and m.region is not None for m in full.mentions)
+        bare = random_caption(scene, rng, complete=0.0, attribute=0.0)
+        assert bare.complete == (len(scene.objects) == 1) and all(m.size is None and m.region is None for m in bare.mentions)
+    many = [random_caption(s, rng, complete=0.75, attribute=0.75) for s in scenes * 5]
+    multi = [c for c, s in zip(many, scenes * 5) if len(s.objects) > 1]
+    assert 0.6 < np.mean([c.complete for c in multi]) < 0.9
+    assert 0.6 < np.mean([m.size is not None for c in many for m in c.mentions]) < 0.9
+    with pytest.raises(InputError, match="probabilities"):
+        random_caption(scenes[0], rng, complete=1.5)

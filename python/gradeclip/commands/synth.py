@@ -22,6 +22,8 @@ def add_parser(subparsers: Any) -> None:
     train.add_argument("--lr", type=float, default=None, help="peak learning rate")
     train.add_argument("--warmup", type=int, default=None, help="linear warm-up steps")
     train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--complete-captions", type=float, default=None, help="probability that a training caption mentions every object")
+    train.add_argument("--attribute-rate", type=float, default=None, help="probability that a training caption states an object's size (and, apart, its region)")
     train.add_argument("--workers", type=int, default=None, help="data-parallel worker processes sharing each batch")
     train.add_argument("--threads", type=int, default=None, help="torch threads per worker (1 is fastest on a busy machine)")
     train.add_argument("--eval-every", type=int, default=None, help="steps between learning-curve retrieval checks (0: none)")
@@ -56,6 +58,8 @@ def run_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "threads": args.threads,
         "workers": args.workers,
+        "complete_captions": args.complete_captions,
+        "attribute_rate": args.attribute_rate,
         "eval_every": args.eval_every,
         "eval_size": args.eval_size,
     }

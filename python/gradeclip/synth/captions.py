@@ -99,18 +99,21 @@ def caption_of(scene: Scene, objects: tuple[int, ...] | None = None, attributes:
     return Caption(text, mentions, tuple(objects), complete=len(set(objects)) == len(scene.objects))
 
 
-def random_caption(scene: Scene, rng: np.random.Generator) -> Caption:
-    """A training caption: half the time every object, otherwise a random non-empty subset, in a
-    random order; each object's size and region each stated with probability ½; a random prefix."""
+def random_caption(scene: Scene, rng: np.random.Generator, complete: float = 0.5, attribute: float = 0.5) -> Caption:
+    """A training caption: with probability ``complete`` every object, otherwise a random non-empty
+    subset, in a random order; each object's size and region each stated with probability
+    ``attribute``; a random prefix."""
+    if not (0.0 <= complete <= 1.0 and 0.0 <= attribute <= 1.0):
+        raise InputError(f"complete and attribute are probabilities in [0, 1], got {complete} and {attribute}")
     k = len(scene.objects)
-    if k == 1 or rng.random() < 0.5:
+    if k == 1 or rng.random() < complete:
         chosen = list(range(k))
     else:
         chosen = list(rng.choice(k, size=int(rng.integers(1, k)), replace=False))
     order = [int(i) for i in rng.permutation(chosen)]
     mentions = []
     for i in order:
-        attrs = ("colour", "shape") + tuple(a for a in ("size", "region") if rng.random() < 0.5)
+        attrs = ("colour", "shape") + tuple(a for a in ("size", "region") if rng.random() < attribute)
         mentions.append(mention(scene.objects[i], attrs))
     prefix = PREFIXES[int(rng.integers(len(PREFIXES)))]
     text = prefix.format(join_phrases([m.phrase() for m in mentions]))

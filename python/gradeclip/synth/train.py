@@ -47,7 +47,7 @@ class TrainConfig:
     """What a training run does. ``model`` is the architecture (:data:`~gradeclip.synth.model.DEFAULT_CONFIG`);
     ``workers`` processes share each batch (data parallel), each with ``threads`` torch threads."""
 
-    steps: int = 1600
+    steps: int = 1800
     batch_size: int = 128
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
@@ -58,6 +58,8 @@ class TrainConfig:
     workers: int = 2
     loss: str = "truthful"
     twins: bool = True
+    complete_captions: float = 0.75
+    attribute_rate: float = 0.75
     log_every: int = 25
     checkpoint_every: int = 100
     eval_every: int = 250
@@ -77,6 +79,9 @@ class TrainConfig:
             raise InputError(f"batch_size {self.batch_size} must split into {self.workers} equal{even} shares of at least 2")
         if self.loss not in ("truthful", "diagonal"):
             raise InputError(f"loss must be 'truthful' (every described image is a positive) or 'diagonal' (plain CLIP), got {self.loss!r}")
+        for name in ("complete_captions", "attribute_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
         if not self.lr > 0:
             raise InputError(f"lr must be > 0, got {self.lr}")
         if self.warmup < 0 or self.eval_size < 0:
@@ -84,10 +89,17 @@ class TrainConfig:
 
 
 def training_batch(
-    step: int, batch_size: int, seed: int, image_size: int, part: tuple[int, int] | None = None, twins: bool = True
+    step: int,
+    batch_size: int,
+    seed: int,
+    image_size: int,
+    part: tuple[int, int] | None = None,
+    twins: bool = True,
+    captions: tuple[float, float] = (0.5, 0.5),
 ) -> tuple[list[Scene], list[Caption]]:
     """The scenes and captions of training step ``step`` (batch positions ``part = (begin, end)``,
-    all when None).
+    all when None). ``captions`` is ``(complete, attribute)`` of
+    :func:`~gradeclip.synth.captions.random_caption`.
 
     With ``twins``, positions 2i and 2i + 1 hold train scene ``step·B/2 + i`` and its hard-negative
     twin (:func:`~gradeclip.synth.scenes.make_scene` with ``twin=True``); without, position i holds
@@ -100,8 +112,8 @@ def training_batch(
     else:
         keys = [(step * batch_size + p, False) for p in range(begin, end)]
     scenes = [make_scene(index, "train", seed, image_size, twin=twin) for index, twin in keys]
-    captions = [random_caption(s, np.random.default_rng((seed, CAPTION_STREAM, s.index, int(s.twin)))) for s in scenes]
-    return scenes, captions
+    texts = [random_caption(s, np.random.default_rng((seed, CAPTION_STREAM, s.index, int(s.twin))), *captions) for s in scenes]
+    return scenes, texts
 
 
 def scenes_to_tensor(scenes: list[Scene], config: dict[str, Any]) -> Tensor:
@@ -339,7 +351,8 @@ def _loop(cfg: TrainConfig, out: Path, rank: int, log: Callable[[dict[str, Any]]
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
-        scenes, captions = training_batch(step, cfg.batch_size, cfg.seed, image_size, (rank * share, (rank + 1) * share), cfg.twins)
+        part = (rank * share, (rank + 1) * share)
+        scenes, captions = training_batch(step, cfg.batch_size, cfg.seed, image_size, part, cfg.twins, (cfg.complete_captions, cfg.attribute_rate))
         images = scenes_to_tensor(scenes, cfg.model)
         tokens = lut[tokenizer([c.text for c in captions])]
         image_features, text_features, logit_scale = model(images, tokens)[:3]
