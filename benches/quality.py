@@ -13,9 +13,10 @@ the class over the world's five caption prefixes ("", "a photo of", "an image of
   sample's class while pixels are removed (seeded noise) or inserted in heat-map order; AUCs.
 
 Both go through ``gradeclip.eval`` (``localization``, ``deletion_insertion``) on folders written
-under ``--out``; results are saved there (and resume if interrupted). RISE needs ``n_masks``
-(2,000) forwards per explanation, so it runs on the first ``--rise-scenes`` scenes only (its
-rows say how many samples).
+under ``--out``; results are saved there (and resume if interrupted). Two baselines cost far
+more per explanation and run on fewer scenes (their rows say how many samples): RISE (``n_masks``
+= 2,000 forwards per explanation) on the first ``--rise-scenes`` scenes, M2IB (an optimisation of
+10 steps × 10 samples per text) on the first ``--m2ib-scenes``.
 
     python benches/quality.py --scenes 500 --seed 0
 """
@@ -82,68 +83,89 @@ def variants(only: list[str] | None, depth: int) -> list[tuple[str, dict]]:
     return [(m, o) for m, o in out if only is None or m in only]
 
 
+def run_method(job: tuple[str, dict, Path, int, int, Path, Path | None, int, int]) -> tuple[dict, list]:
+    """Localisation and deletion/insertion of one method on one data folder (loads the model
+    itself, so jobs can run in separate processes). Returns its table row and the two results."""
+    method, options, root, scenes, samples, out, weights, seed, threads = job
+    torch.set_num_threads(threads)
+    model, _, tokenizer = gradeclip.load("gradeclip-synth", pretrained=weights)
+    class_names = [Mention(c, s).phrase() for c, s in ALL_PAIRS]  # "a red circle", "an orange star", …
+    common = dict(tokenizer=tokenizer, class_names=class_names, templates=list(PREFIXES), model_name="gradeclip-synth", progress=False)
+    t0 = time.perf_counter()
+    loc = localization(
+        model, MaskFolder(root / "images", root / "masks", root / "classes.txt"), method=method, options=options,
+        out_dir=out / "results", **common,
+    )
+    faith = deletion_insertion(
+        model, ImageFolder(root / "images", root / "classes.txt"), method=method, options=options, seed=seed,
+        out_dir=out / "results", **common,
+    )
+    row = {
+        "method": method + "".join(f" {k}={v}" for k, v in options.items()),
+        "scenes": scenes,
+        "samples": samples,
+        **{m: float(loc.means[m]) for m in ("point_game", "energy_pg", "mask_iou", "average_precision")},
+        "deletion_top1": float(faith.auc["deletion"]["top1"]),
+        "insertion_top1": float(faith.auc["insertion"]["top1"]),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(json.dumps(row), flush=True)
+    return row, [loc, faith]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=500, help="held-out scenes (test split)")
-    parser.add_argument("--rise-scenes", type=int, default=50, help="scenes for RISE (2,000 forwards per explanation)")
+    parser.add_argument("--rise-scenes", type=int, default=20, help="scenes for RISE (2,000 forwards per explanation)")
+    parser.add_argument("--m2ib-scenes", type=int, default=50, help="scenes for M2IB (an optimisation per explanation)")
     parser.add_argument("--seed", type=int, default=0, help="scene seed and deletion-noise seed")
     parser.add_argument("--weights", type=Path, default=None, help="gradeclip-synth weights (default: the shipped ones)")
     parser.add_argument("--methods", nargs="*", default=None, help="only these registered methods (default: all)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per job (1 is fastest on a busy machine)")
+    parser.add_argument("--jobs", type=int, default=1, help="methods run at once, each in its own process")
     parser.add_argument("--out", type=Path, default=Path("benches/out/quality"))
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    model, _, tokenizer = gradeclip.load("gradeclip-synth", pretrained=args.weights)
-    class_names = [Mention(c, s).phrase() for c, s in ALL_PAIRS]  # "a red circle", "an orange star", …
-    templates = list(PREFIXES)
+    t_start = time.perf_counter()
+    depth = len(gradeclip.load("gradeclip-synth", pretrained=args.weights)[0].visual.transformer.resblocks)
+    scene_counts = {"main": args.scenes, "rise": min(args.rise_scenes, args.scenes), "m2ib": min(args.m2ib_scenes, args.scenes)}
     data = {}
-    for name, count in (("main", args.scenes), ("rise", min(args.rise_scenes, args.scenes))):
-        root = args.out / f"data-{name}-{count}-seed{args.seed}"
+    for name, count in scene_counts.items():
+        root = args.out / f"data-{count}-seed{args.seed}"
         samples, ambiguous = write_world(root, count, args.seed)
-        data[name] = (root, samples, ambiguous)
+        data[name] = (root, count, samples)
         print(f"{name}: {count} held-out scenes -> {samples} samples ({ambiguous} objects left out: colour-shape repeated in their scene)")
 
-    results, rows = [], []
-    common = dict(tokenizer=tokenizer, class_names=class_names, templates=templates, model_name="gradeclip-synth", progress=False)
-    for method, options in variants(args.methods, len(model.visual.transformer.resblocks)):
-        root, samples, _ = data["rise" if method == "rise" else "main"]
-        label = method + "".join(f" {k}={v}" for k, v in options.items())
-        t0 = time.perf_counter()
-        loc = localization(
-            model, MaskFolder(root / "images", root / "masks", root / "classes.txt"), method=method, options=options,
-            out_dir=args.out / "results", **common,
-        )
-        faith = deletion_insertion(
-            model, ImageFolder(root / "images", root / "classes.txt"), method=method, options=options, seed=args.seed,
-            out_dir=args.out / "results", **common,
-        )
-        results += [loc, faith]
-        auc = faith.auc
-        rows.append(
-            {
-                "method": label,
-                "samples": samples,
-                **{m: float(loc.means[m]) for m in ("point_game", "energy_pg", "mask_iou", "average_precision")},
-                "deletion_top1": float(auc["deletion"]["top1"]),
-                "insertion_top1": float(auc["insertion"]["top1"]),
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
+    jobs = [
+        (method, options, *data[method if method in data else "main"], args.out, args.weights, args.seed, args.threads)
+        for method, options in variants(args.methods, depth)
+    ]
+    if args.jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            # the costly baselines first, so the other jobs fill in around them
+            order = sorted(range(len(jobs)), key=lambda i: jobs[i][0] not in ("rise", "m2ib"))
+            done = dict(zip(order, pool.map(run_method, [jobs[i] for i in order], chunksize=1)))
+        outcomes = [done[i] for i in range(len(jobs))]
+    else:
+        outcomes = [run_method(job) for job in jobs]
+    rows = [row for row, _ in outcomes]
+    results = [r for _, pair in outcomes for r in pair]
 
     print()
     print(summary_table(results))
     print()
-    head = ["method", "samples", "PG", "energy-PG", "mask IoU", "AP", "del AUC top-1 (↓)", "ins AUC top-1 (↑)", "s"]
-    keys = ["method", "samples", "point_game", "energy_pg", "mask_iou", "average_precision", "deletion_top1", "insertion_top1", "seconds"]
+    head = ["method", "scenes", "samples", "PG", "energy-PG", "mask IoU", "AP", "del AUC top-1 (↓)", "ins AUC top-1 (↑)", "s"]
+    keys = ["method", "scenes", "samples", "point_game", "energy_pg", "mask_iou", "average_precision", "deletion_top1", "insertion_top1", "seconds"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for row in rows:
         print("| " + " | ".join(f"{row[k]:.3f}" if isinstance(row[k], float) and k != "seconds" else str(row[k]) for k in keys) + " |")
     command = "python benches/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    (args.out / "quality.json").write_text(json.dumps({"command": command, "seed": args.seed, "rows": rows}, indent=2))
-    print(f"\ncommand: {command}\nseed: {args.seed}; results in {args.out}")
+    wall = round(time.perf_counter() - t_start, 1)
+    (args.out / "quality.json").write_text(json.dumps({"command": command, "seed": args.seed, "wall_seconds": wall, "rows": rows}, indent=2))
+    print(f"\ncommand: {command}\nseed: {args.seed}; wall time {wall} s ({args.jobs} job(s) at once); results in {args.out}")
     return 0
 
 
