@@ -60,14 +60,15 @@ def test_loads_offline_as_an_open_clip_model(synth):
 
 
 def test_reaches_the_documented_held_out_retrieval(synth):
-    """Text→image R@1 among the same 1,000 held-out scenes as the model card: the number recorded
-    beside the weights is reproduced, and it meets the 0.8 target."""
+    """Text→image R@1 among the model card's 1,000 held-out scenes (split ``test``, seed 0, every
+    attribute): the numbers recorded beside the weights at the end of training are reproduced by
+    the loaded model (the same scenes and captions, so only float summation order may differ)."""
     model, _, tokenizer = synth
     documented = record()["retrieval"]["test_full"]
-    assert documented["count"] == 1000 and documented["r1"] >= 0.8
+    assert documented["count"] == 1000
     measured = retrieval(model, tokenizer, record()["config"], 1000, "test", 0, ATTRIBUTES)
-    assert measured["r1"] >= documented["r1"] - 0.01, (measured, documented)
-    assert abs(measured["r1_strict"] - documented["r1_strict"]) <= 0.01
+    for key in ("r1", "r1_strict", "r5"):
+        assert abs(measured[key] - documented[key]) <= 0.005, (key, measured, documented)
 
 
 def test_model_card_reports_the_recorded_numbers():
@@ -78,6 +79,9 @@ def test_model_card_reports_the_recorded_numbers():
         assert row, f"the model card has no row for {name}"
         for key in ("r1", "r1_strict", "r5"):
             assert f"{numbers[name][key]:.3f}" in row.group(0), (name, key, row.group(0))
+    verdict = "met" if numbers["test_full"]["r1"] >= 0.8 else "missed"
+    assert f"r1 ≥ 0.8 — **{verdict}**" in card
+    assert f"{record()['train_seconds']:.0f} s" in card
 
 
 def test_explainer_runs_on_the_shipped_model(synth):

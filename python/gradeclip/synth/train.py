@@ -47,7 +47,7 @@ class TrainConfig:
     """What a training run does. ``model`` is the architecture (:data:`~gradeclip.synth.model.DEFAULT_CONFIG`);
     ``workers`` processes share each batch (data parallel), each with ``threads`` torch threads."""
 
-    steps: int = 1800
+    steps: int = 1600
     batch_size: int = 128
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
@@ -58,8 +58,8 @@ class TrainConfig:
     workers: int = 2
     loss: str = "truthful"
     twins: bool = True
-    complete_captions: float = 0.75
-    attribute_rate: float = 0.75
+    complete_captions: float = 0.5
+    attribute_rate: float = 0.5
     log_every: int = 25
     checkpoint_every: int = 100
     eval_every: int = 250
