@@ -21,7 +21,7 @@ from PIL import Image
 from . import render
 from .explainer import Explainer
 from .loading import SYNTH_MODEL, load
-from .synth import Example, examples
+from .synth import examples
 
 DEFAULT_MODEL = SYNTH_MODEL
 SCENES = 4  # held-out synthetic scenes the demo explains
