@@ -2,23 +2,52 @@
 
 from __future__ import annotations
 
+import socket
+
+import pytest
 from PIL import Image
 
 from gradeclip.cli import main
-from gradeclip.demo import PHOTOS
+from gradeclip.demo import DEFAULT_MODEL, PHOTOS, SCENES
+from gradeclip.synth import examples
 
 
-def test_demo_command_writes_overlays_words_and_page(tmp_path, capsys):
+def _check_files(out, overlay_size: int) -> str:
+    """The files every demo run writes; returns the HTML page."""
+    photo_overlays = sorted((out / "overlays").glob("*.png"))
+    assert len(photo_overlays) == len(PHOTOS) ** 2
+    with Image.open(photo_overlays[0]) as im:
+        assert im.size == (overlay_size, overlay_size) and im.mode == "RGB"
+    objects = [(e, k) for e, ex in enumerate(examples(SCENES)) for k, c in enumerate(ex.referring) if c is not None]
+    assert sorted(p.name for p in (out / "scenes").glob("*.png")) == sorted(f"scene{e}__o{k}.png" for e, k in objects)
+    assert len(list((out / "words").glob("*.png"))) == len(PHOTOS) + SCENES
+    page = (out / "index.html").read_text()
+    assert all(f"overlays/{p.name}__{q.name}.png" in page for p in PHOTOS for q in PHOTOS)
+    assert all(f"scenes/scene{e}__o{k}.png" in page for e, k in objects)
+    assert not list(out.rglob(".*.tmp"))
+    return page
+
+
+def test_default_demo_uses_the_embedded_trained_model_offline(tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the demo tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    out = tmp_path / "demo"
+    assert DEFAULT_MODEL == "gradeclip-synth"
+    assert main(["demo", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "RANDOM" not in printed and "index.html" in printed
+    page = _check_files(out, 224)
+    assert "Random weights" not in page and "gradeclip-synth (shipped weights)" in page
+
+
+@pytest.mark.slow
+def test_demo_with_a_random_open_clip_model_warns(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--model", "ViT-S-32"]) == 0
     printed = capsys.readouterr().out
     assert "RANDOM weights" in printed and "index.html" in printed
-    overlays = sorted((out / "overlays").glob("*.png"))
-    assert len(overlays) == len(PHOTOS) ** 2
-    with Image.open(overlays[0]) as im:
-        assert im.size == (224, 224) and im.mode == "RGB"
-    assert len(list((out / "words").glob("*.png"))) == len(PHOTOS)
-    page = (out / "index.html").read_text()
+    page = _check_files(out, 224)
     assert "Random weights" in page
-    assert all(f"overlays/{p.name}__{q.name}.png" in page for p in PHOTOS for q in PHOTOS)
-    assert not list(out.glob(".*.tmp"))

@@ -286,6 +286,18 @@ def test_localization_with_one_text_and_native_resolution(photo_root, model, tok
         assert ((values >= 0) & (values <= 1)).all()
 
 
+def test_clip_surgery_with_one_text_per_batch_uses_the_empty_prompt(photo_root, model, tokenizer):
+    """With one text in an explainer call, CLIP Surgery subtracts the empty prompt's feature, which
+    needs the tokenizer the harness was given (it used to raise InputError)."""
+    dataset = ev.MaskFolder(photo_root / "images", photo_root / "masks")
+    common = dict(tokenizer=tokenizer, text="an object", method="clip_surgery", limit=2, progress=False)
+    auto = ev.localization(model, dataset, **common)
+    explicit = ev.localization(model, dataset, options={"feature_surgery": "redundant", "redundant": ""}, **common)
+    for key, values in auto.values.items():
+        assert ((values >= 0) & (values <= 1)).all()
+        np.testing.assert_array_equal(values, explicit.values[key])
+
+
 def test_interrupted_run_resumes_to_the_same_result(photo_root, model, tokenizer, tmp_path, monkeypatch):
     from gradeclip.eval import harness
 

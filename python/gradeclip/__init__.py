@@ -10,9 +10,11 @@ from .errors import (
     InputError,
     ModelLoadError,
     StoreError,
+    TrainingError,
     UnknownMethodError,
     UnsupportedModelError,
 )
+from . import synth
 from .explainer import Explainer
 from .loading import load
 from .methods import MethodInfo, methods
@@ -47,6 +49,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TextExplanation",
+    "TrainingError",
     "UnknownMethodError",
     "UnsupportedModelError",
     "__version__",
@@ -55,4 +58,5 @@ __all__ = [
     "load",
     "methods",
     "native_preprocess",
+    "synth",
 ]

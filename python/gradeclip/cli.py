@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo", "explain", "bench", "eval", "coverage"]
+COMMANDS = ["demo", "explain", "bench", "eval", "coverage", "synth"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,10 @@
-"""``gradeclip demo``: explain a few real photos that ship with scikit-image, offline.
+"""``gradeclip demo``: explain a few held-out synthetic scenes and the real photos that ship with
+scikit-image, offline, with the embedded ``gradeclip-synth`` model by default.
 
-Writes, under the output directory: ``overlays/<image>__<text>.png`` (every image against every
-prompt), ``words/<image>.png`` (the words of each image's caption shaded by importance) and
-``index.html`` tying them together with the scores.
+Writes, under the output directory: ``scenes/<scene>__o<k>.png`` (each synthetic scene against the
+caption that picks out its object ``k``), ``overlays/<image>__<text>.png`` (every photo against
+every prompt), ``words/<name>.png`` (the words of each scene's and photo's caption shaded by
+importance) and ``index.html`` tying them together with the scores.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from PIL import Image
 
 from . import render
 from .explainer import Explainer
-from .loading import load
+from .loading import SYNTH_MODEL, load
+from .synth import examples
 
-DEFAULT_MODEL = "ViT-B-16"
+DEFAULT_MODEL = SYNTH_MODEL
+SCENES = 4  # held-out synthetic scenes the demo explains
+DISPLAY_SIZE = 224  # overlays are drawn at least this large (the tiny model sees 64 px)
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,8 @@ PHOTOS = (
 
 @dataclass(frozen=True)
 class DemoReport:
-    """What the demo wrote: the HTML page, the overlay files, the score table ``[B, T]`` and
-    whether the model's weights were random."""
+    """What the demo wrote: the HTML page, the overlay files (synthetic scenes, then photos), the
+    photos' score table ``[B, T]`` and whether the model's weights were random."""
 
     index: Path
     overlays: list[Path]
@@ -72,23 +77,58 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def has_random_weights(model_name: str, pretrained: str | None) -> bool:
+    """Whether :func:`~gradeclip.loading.load` gives ``model_name`` random weights: an open_clip
+    architecture without ``pretrained`` (``gradeclip-synth`` loads its shipped weights)."""
+    return pretrained is None and model_name != SYNTH_MODEL
+
+
 def run_demo(out_dir: str | os.PathLike[str], model_name: str = DEFAULT_MODEL, pretrained: str | None = None, device: str = "cpu") -> DemoReport:
-    """Explain the demo photos against every prompt (visual) and their captions (textual).
+    """Explain :data:`SCENES` held-out synthetic scenes (each against the caption of each of its
+    objects, and its full caption word by word) and the demo photos (against every prompt, and
+    their captions word by word).
 
     Returns a :class:`DemoReport`; the files are written under ``out_dir`` (created if needed).
     """
     out = Path(out_dir)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
-    (out / "words").mkdir(exist_ok=True)
+    for sub in ("scenes", "overlays", "words"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     model, preprocess, tokenizer = load(model_name, pretrained=pretrained, device=device)
     explainer = Explainer(model, tokenizer)
     size = explainer.image_tower.visual.image_size[0]  # type: ignore[attr-defined]
+    display = max(size, DISPLAY_SIZE)
+    text_layers = min(8, len(explainer.text_tower.blocks))
+
+    # synthetic scenes: one visual map per object (its referring caption), words of the full caption
+    scenes = examples(SCENES)
+    scene_rows = []
+    scene_paths, scene_images, scene_maps = [], [], []
+    for e, example in enumerate(scenes):
+        image = example.scene.pil()
+        batch = preprocess(image)[None].to(device)
+        shown = np.asarray(image.resize((display, display), Image.Resampling.NEAREST))
+        referring = [(k, c.text) for k, c in enumerate(example.referring) if c is not None]
+        visual = explainer.explain_image(batch, [text for _, text in referring])
+        cells = []
+        for t, (k, text) in enumerate(referring):
+            path = out / "scenes" / f"scene{e}__o{k}.png"
+            scene_paths.append(path)
+            scene_images.append(shown)
+            scene_maps.append(visual.maps[0, t].cpu().numpy())
+            cells.append((path.relative_to(out).as_posix(), text, float(visual.scores[0, t])))
+        textual = explainer.explain_text(batch, [example.caption.text], n_layers=text_layers)
+        words = textual.words(0, 0)
+        (out / "words" / f"scene{e}.png").write_bytes(render.text_png(words, text=example.caption.text))
+        scene_rows.append((f"scene{e}", example, cells, render.text_html(words, text=example.caption.text)))
+    render.save_overlays(scene_paths, scene_images, scene_maps)
+
+    # real photos: every photo against every prompt, and each photo's caption word by word
     photos = _photos()
-    crops = [_center_crop(image, size) for _, image in photos]
+    crops = [_center_crop(image, display) for _, image in photos]
     batch = torch.stack([preprocess(image) for _, image in photos]).to(device)
     prompts = [photo.prompt for photo, _ in photos]
     visual = explainer.explain_image(batch, prompts)
-    textual = explainer.explain_text(batch, [photo.caption for photo, _ in photos], n_layers=min(8, len(explainer.text_tower.blocks)))
+    textual = explainer.explain_text(batch, [photo.caption for photo, _ in photos], n_layers=text_layers)
 
     pixels = [np.asarray(crop) for crop in crops]
     overlay_paths, overlay_images, overlay_maps = [], [], []
@@ -102,12 +142,13 @@ def run_demo(out_dir: str | os.PathLike[str], model_name: str = DEFAULT_MODEL, p
         (out / "words" / f"{photo.name}.png").write_bytes(render.text_png(textual.words(b, b), text=photo.caption))
 
     scores = visual.scores.cpu().numpy()
-    random_weights = pretrained is None
-    _write_atomic(out / "index.html", _page(model_name, pretrained, photos, scores, textual, random_weights))
-    return DemoReport(out / "index.html", overlay_paths, scores, random_weights)
+    random_weights = has_random_weights(model_name, pretrained)
+    page = _page(model_name, pretrained, scene_rows, photos, scores, textual, random_weights)
+    _write_atomic(out / "index.html", page)
+    return DemoReport(out / "index.html", scene_paths + overlay_paths, scores, random_weights)
 
 
-def _page(model_name: str, pretrained: str | None, photos, scores: np.ndarray, textual, random_weights: bool) -> str:
+def _page(model_name: str, pretrained: str | None, scene_rows, photos, scores: np.ndarray, textual, random_weights: bool) -> str:
     warning = (
         '<p style="background:#fdd;padding:0.6em;border:1px solid #c00"><b>Random weights.</b> '
         f"{html.escape(model_name)} was built without pretrained weights, so these maps and scores show "
@@ -116,6 +157,23 @@ def _page(model_name: str, pretrained: str | None, photos, scores: np.ndarray, t
         if random_weights
         else ""
     )
+    weights = "random weights" if random_weights else (pretrained or "shipped weights")
+    synth_note = (
+        "<p>gradeclip-synth was trained only on the synthetic world below (coloured shapes, "
+        "64&nbsp;px); it has never seen a photo and knows only the world's words (colours, shapes, "
+        "sizes, quadrants), so its maps on the photos show the machinery on images far outside its "
+        "training, not recognition.</p>"
+        if model_name == SYNTH_MODEL
+        else ""
+    )
+    pixelated = 'style="image-rendering:pixelated"'
+    scene_html = []
+    for name, example, cells, words in scene_rows:
+        objects = ", ".join(html.escape(f"{o.size} {o.colour} {o.shape} ({o.region})") for o in example.scene.objects)
+        tds = "".join(
+            f'<td><img src="{src}" width="160" {pixelated}><br>{html.escape(text)}<br>cos = {cos:.3f}</td>' for src, text, cos in cells
+        )
+        scene_html.append(f"<tr><th>{name}</th>{tds}</tr><tr><td></td><td colspan=\"{max(1, len(cells))}\">{words}<br><small>drawn: {objects}</small></td></tr>")
     head = "".join(f"<th>{html.escape(p.prompt)}</th>" for p in PHOTOS)
     rows = []
     for b, (photo, _) in enumerate(photos):
@@ -128,8 +186,12 @@ def _page(model_name: str, pretrained: str | None, photos, scores: np.ndarray, t
     return (
         "<!doctype html><meta charset=\"utf-8\"><title>gradeclip demo</title>"
         "<body style=\"font-family:sans-serif\"><h1>gradeclip demo</h1>"
-        f"<p>Model: {html.escape(model_name)} ({html.escape(pretrained or 'random weights')}). "
-        "Grad-ECLIP visual maps (JET overlay, each photo against each prompt) and textual word importances "
-        "(each photo against its caption).</p>"
-        f"{warning}<table><tr><th></th>{head}</tr>{''.join(rows)}</table></body>"
+        f"<p>Model: {html.escape(model_name)} ({html.escape(weights)}). "
+        "Grad-ECLIP visual maps (JET overlay) and textual word importances.</p>"
+        f"{warning}"
+        "<h2>Synthetic scenes (held-out colour–shape pairs)</h2>"
+        "<p>Each scene against the caption that picks out each of its objects, and its full caption word by word.</p>"
+        f"<table>{''.join(scene_html)}</table>"
+        "<h2>Photos</h2><p>Each photo against each prompt, and each photo's caption word by word.</p>"
+        f"{synth_note}<table><tr><th></th>{head}</tr>{''.join(rows)}</table></body>"
     )

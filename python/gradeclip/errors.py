@@ -15,6 +15,7 @@ __all__ = [
     "ModelLoadError",
     "BackendUnavailableError",
     "StoreError",
+    "TrainingError",
 ]
 
 
@@ -48,3 +49,7 @@ class BackendUnavailableError(GradeclipError, RuntimeError):
 class StoreError(GradeclipError, RuntimeError):
     """A store folder cannot be used as asked: made with another model or options, not a store,
     or incomplete; the message says which and what to do."""
+
+
+class TrainingError(GradeclipError, RuntimeError):
+    """A training run failed for a reason other than its settings (e.g. a worker process died)."""

@@ -21,6 +21,7 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
 HUB_HOST = ("huggingface.co", 443)
 HUB_TIMEOUT_S = 3.0
+SYNTH_MODEL = "gradeclip-synth"
 
 
 def _hub_reachable() -> bool:
@@ -38,7 +39,7 @@ def _check_name(name: str) -> None:
 
     if name.startswith(("hf-hub:", "local-dir:")) or name in open_clip.list_models():
         return
-    close = difflib.get_close_matches(name, open_clip.list_models(), n=5)
+    close = difflib.get_close_matches(name, [SYNTH_MODEL, *open_clip.list_models()], n=5)
     hint = f" Did you mean {', '.join(close)}?" if close else " See open_clip.list_models()."
     raise ModelLoadError(f"unknown model architecture {name!r}.{hint}")
 
@@ -59,8 +60,11 @@ def load(
     """Build an open_clip model with its evaluation preprocessing and tokenizer.
 
     Args:
-        name: an open_clip architecture (``open_clip.list_models()``), e.g. ``"ViT-B-16"``.
-        pretrained: ``None`` for random weights (tests); an open_clip pretrained tag (e.g.
+        name: an open_clip architecture (``open_clip.list_models()``), e.g. ``"ViT-B-16"``, or
+            ``"gradeclip-synth"``, the tiny CLIP trained on gradeclip's synthetic world and shipped
+            inside the package (no download; see ``docs/model-card-gradeclip-synth.md``).
+        pretrained: ``None`` for random weights (tests) — for ``"gradeclip-synth"``, its shipped
+            weights, and a path loads weights written by ``gradeclip synth train``; an open_clip pretrained tag (e.g.
             ``"openai"``, ``"laion2b_s34b_b88k"``), fetched from the Hugging Face hub or its local
             cache; or a local checkpoint file (``.bin``/``.pt``/``.pth``/``.safetensors``).
         device: where the model lives.
@@ -81,6 +85,10 @@ def load(
 
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if name == SYNTH_MODEL:
+        from .synth.model import load_synth
+
+        return load_synth(pretrained, device=device, dtype=PRECISIONS[precision])
     _check_name(name)
     weights: str | None = None
     if pretrained is not None:

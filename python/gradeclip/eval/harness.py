@@ -354,6 +354,7 @@ class _Explaining:
     def __init__(
         self,
         model: nn.Module,
+        tokenizer: Callable[[list[str]], Tensor],
         method: str,
         options: dict[str, Any],
         geometry: Geometry,
@@ -362,7 +363,9 @@ class _Explaining:
         batch: int,
     ):
         self.model = model
-        self.explainer = Explainer(model)
+        # the tokenizer encodes methods' text options, e.g. CLIP Surgery's empty-prompt redundant
+        # feature, which it needs whenever a batch holds one text
+        self.explainer = Explainer(model, tokenizer)
         self.method = method
         self.options = options
         self.geometry = geometry
@@ -529,7 +532,7 @@ def deletion_insertion(
         "gradeclip": _version(),
     }
     name = name or default_name(settings)
-    explaining = _Explaining(model, method, options, geometry, resolution, max_short_side, explain_batch_size)
+    explaining = _Explaining(model, tokenizer, method, options, geometry, resolution, max_short_side, explain_batch_size)
 
     def evaluate(chunk: Sequence[Sample]) -> list[dict[str, Any]]:
         return _faithfulness_chunk(
@@ -709,7 +712,7 @@ def localization(
         "gradeclip": _version(),
     }
     name = name or default_name(settings)
-    explaining = _Explaining(model, method, options, geometry, resolution, max_short_side, explain_batch_size)
+    explaining = _Explaining(model, tokenizer, method, options, geometry, resolution, max_short_side, explain_batch_size)
 
     def evaluate(chunk: Sequence[Sample]) -> list[dict[str, Any]]:
         return _localization_chunk(chunk, dataset.mask_format, explaining, embed, geometry, clock)
