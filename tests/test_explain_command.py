@@ -367,7 +367,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, model_dir, photos):
     """Kill the run (with its DataLoader worker) at random moments, three times; the final resume
     explains every input exactly once and the store equals an uninterrupted run's."""
     data = tmp_path / "data"
-    for i in range(2):  # 18 samples: the photos (and broken files) twice over
+    copies = 4  # 36 samples (the photos and broken files four times over) in 18 chunks
+    for i in range(copies):
         for path in photos.rglob("*"):
             if path.is_file():
                 target = data / f"copy{i}" / path.relative_to(photos)
@@ -388,10 +389,12 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, model_dir, photos):
         with open(log, "wb") as err:
             process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         if attempt < 3:  # first while starting up or on the first chunks, then in the middle of the work
-            target = before + (0 if attempt == 0 else rng.randrange(1, max(2, (9 - before) // 2)))
+            # kill while at least two thirds of the remaining chunks are still to do, so that even
+            # a fast machine cannot finish the run first
+            target = before + (0 if attempt == 0 else rng.randrange(1, max(2, (9 * copies // 2 - before) // 3)))
             while process.poll() is None and not ((out / "manifest.json").exists() and chunks_done() >= target):
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0, 0.2))
+            time.sleep(rng.uniform(0, 0.03))
             assert process.poll() is None, "the run finished before it could be killed"
             os.killpg(process.pid, signal.SIGKILL)
             assert process.wait(timeout=60) == -signal.SIGKILL
@@ -400,7 +403,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, model_dir, photos):
             assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
     reference, resumed = store_content(tmp_path / "reference"), store_content(out)
     keys = [row[0] for row in resumed[0]]
-    assert len(keys) == len(set(keys)) == 18
+    assert len(keys) == len(set(keys)) == 9 * copies
     assert reference[0] == resumed[0]
     np.testing.assert_allclose(reference[1], resumed[1], atol=1e-5)
     np.testing.assert_allclose(reference[2], resumed[2], rtol=2e-3, atol=1e-6)
