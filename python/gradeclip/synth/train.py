@@ -47,7 +47,7 @@ class TrainConfig:
     """What a training run does. ``model`` is the architecture (:data:`~gradeclip.synth.model.DEFAULT_CONFIG`);
     ``workers`` processes share each batch (data parallel), each with ``threads`` torch threads."""
 
-    steps: int = 1600
+    steps: int = 2400
     batch_size: int = 128
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
