@@ -52,6 +52,15 @@ def test_multi_piece_words_own_their_pieces(tokenizer):
     assert alignment.positions == [(1,), (2, 3), (4, 5, 6)]
 
 
+def test_characters_python_calls_whitespace_but_the_tokenizer_keeps(tokenizer):
+    """U+0085 is whitespace to Python but "…" to ftfy, so its token joins the word before it; the
+    word is reported without it (found by the property test below)."""
+    caption = "\U00018d1f\x850"
+    alignment = align_words(tokenizer, caption, 77)
+    check_partition(tokenizer, caption, alignment, 77)
+    assert alignment.words == ["\U00018d1f", "0"]
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40), st.sampled_from([77, 7]))
 def test_any_text_partitions_its_tokens(tokenizer, caption, context_length):

@@ -145,10 +145,21 @@ def _word_pieces(tokenizer: Any, text: str, content: list[int], limit: int) -> l
         if j == len(chunks) - 1 and not truncated:  # the last word takes what is left (all the rest if no run matched)
             ids = content[done:]
         for s, e, n in _split_punctuation(tokenizer, text, start, end, ids):
+            s, e = _trim_whitespace(text, s, e)
             pieces.append((s, e, done, n))
             done += n
         i = j + 1
     return pieces
+
+
+def _trim_whitespace(text: str, start: int, end: int) -> tuple[int, int]:
+    """``(start, end)`` without the whitespace at its edges (characters Python calls whitespace
+    but the tokenizer keeps, such as U+0085, which ftfy reads as "…"), unless nothing else is left."""
+    while end - start > 1 and text[start].isspace():
+        start += 1
+    while end - start > 1 and text[end - 1].isspace():
+        end -= 1
+    return start, end
 
 
 def _is_punctuation(char: str) -> bool:
