@@ -336,7 +336,7 @@ def _loop(cfg: TrainConfig, out: Path, rank: int, log: Callable[[dict[str, Any]]
     start, elapsed, cpu, seen = 0, 0.0, 0.0, 0
     curve: list[dict[str, float]] = []
     if ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=False)
+        state = torch.load(ckpt_path, weights_only=True)
         if state["cfg"] != asdict(cfg):
             raise InputError(f"checkpoint {ckpt_path} was written by a different configuration; delete it or use another output")
         model.load_state_dict(state["model"])
