@@ -1,4 +1,17 @@
-"""Shared fixtures: small random-weight models (no downloads) and a per-test seed."""
+"""Shared fixtures: small random-weight models (no downloads), a per-test seed, and the suite's
+environment policy.
+
+The policy is applied once, when pytest starts (before any test module is imported), through one
+``pytest.MonkeyPatch`` that is undone when the session ends:
+
+- torch threads: ``GRADECLIP_TEST_THREADS`` (a positive integer; default ``min(4, logical CPUs)``),
+  for this process and, through ``OMP_NUM_THREADS``, for every child process a test starts;
+  a test whose code changes the count (``gradeclip.synth.train`` sets its own) gets it put back;
+- ``HF_HUB_OFFLINE=1``: no test reaches the network (huggingface_hub reads it when imported).
+
+``make test-numerics`` runs the numerics-sensitive files with 1 and 2 threads under two
+``ATEN_CPU_CAPABILITY`` values; the header pytest prints names both settings.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +20,36 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+THREADS_VARIABLE = "GRADECLIP_TEST_THREADS"
+
+
+def _suite_threads() -> int:
+    value = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not value:
+        return max(1, min(4, os.cpu_count() or 1))
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"{THREADS_VARIABLE} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+#: torch threads of every test (and OMP_NUM_THREADS of the processes tests start)
+TORCH_THREADS = _suite_threads()
+_policy = pytest.MonkeyPatch()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _policy.setenv("HF_HUB_OFFLINE", "1")
+    _policy.setenv("OMP_NUM_THREADS", str(TORCH_THREADS))
+    torch.set_num_threads(TORCH_THREADS)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _policy.undo()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"torch threads: {TORCH_THREADS} ({THREADS_VARIABLE}); torch CPU kernels: {capability} (ATEN_CPU_CAPABILITY)"
 
 
 @pytest.fixture(autouse=True)
@@ -15,6 +57,14 @@ def seed() -> int:
     """Every test starts from the same seed; tests that need several draws advance it themselves."""
     torch.manual_seed(0)
     return 0
+
+
+@pytest.fixture(autouse=True)
+def suite_threads() -> int:
+    """Every test runs with the suite's torch thread count, whatever an earlier test's code set."""
+    if torch.get_num_threads() != TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
+    return TORCH_THREADS
 
 
 def tiny_clip(**vision_overrides):

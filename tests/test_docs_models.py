@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
 
-def test_models_doc_examples_run():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def test_models_doc_examples_run():  # offline: the suite sets HF_HUB_OFFLINE=1 (conftest)
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     assert len(blocks) == 4
     namespace: dict = {}

@@ -104,21 +104,6 @@ EXPLAINER_CASES = {
 
 
 @contextmanager
-def environment(**values: str):
-    """Set environment variables for the body, restoring the previous values afterwards."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextmanager
 def matmul_precision(value: str):
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(value)
@@ -151,7 +136,8 @@ def run_explainer_case(index: int, name: str, device: str) -> dict[str, Tensor]:
     texts = F.normalize(torch.randn(4, 32, device=device), dim=-1)
     results = {}
     for backend in ("triton", "torch"):
-        with environment(GRADECLIP_BACKEND=backend):
+        with pytest.MonkeyPatch.context() as env:  # also outside pytest: the interpreter worker runs this
+            env.setenv("GRADECLIP_BACKEND", backend)
             assert select_backend(images.device) == backend
             res = gradeclip.Explainer(model).explain_image(images, texts, **EXPLAINER_CASES[name])
         results |= {f"{backend}_maps": res.maps.cpu(), f"{backend}_scores": res.scores.cpu()}

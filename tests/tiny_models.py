@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from unittest import mock
 
 import torch
 from torch import nn
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def spread(model: nn.Module, scale: float = 0.05) -> nn.Module:
