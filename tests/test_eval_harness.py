@@ -1,6 +1,12 @@
 """The evaluation harness end to end on real photos (scikit-image) with a random-weights tiny CLIP:
 its numbers equal a slow reference loop (Pillow + open_clip preprocessing, numpy perturbation,
-one image at a time) on the same inputs."""
+one image at a time) on the same inputs.
+
+The loops take what the harness explains with (its zero-shot classifier weights, each image's
+text in a call of the same shape), so the maps they perturb and measure are the harness's to the
+bit. What they score differs in its last bits (the harness encodes many checkpoints in one
+batch), so a hit is asserted only where its margin is wider than that (``ref.hit_at``); the near
+ties are printed and must stay rare."""
 
 from __future__ import annotations
 
@@ -75,8 +81,11 @@ def photo_root(tmp_path_factory):
                 Image.fromarray(rgb).save(root / "masks" / name / f"{stem}.png")
             else:
                 Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / name / f"{stem}.png")
-            rows.append((f"images/{name}/{stem}.png", f"a photo of a {name}"))
-            rows.append((f"images/{name}/{stem}.png", f"the {name} in a picture"))
+            # every caption distinct: a caption shared by two images ties with itself exactly in
+            # one computation and only nearly in another (the tie rule has its own test)
+            mirrored = "mirrored " if stem.endswith("flipped") else ""
+            rows.append((f"images/{name}/{stem}.png", f"a {mirrored}photo of a {name}"))
+            rows.append((f"images/{name}/{stem}.png", f"the {name} in a {mirrored}picture"))
     with open(root / "captions.csv", "w") as f:
         f.write("filepath,title\n" + "".join(f"{p},{c}\n" for p, c in rows))
     return root
@@ -112,6 +121,30 @@ def reference_classifier(model, tokenizer, names):
     return torch.stack(weights)
 
 
+def classifier_weights(model, tokenizer, names):
+    """The harness's zero-shot classifier weights ``[C, E]``, checked against the reference recipe
+    to float32 precision. The slow loops explain with these: prompts encoded in another batch
+    shape differ in their last bits, and that flips the odd ReLU zero of a map."""
+    weights = ev.ZeroShotClassifier(model, tokenizer, names, TEMPLATES).weights
+    torch.testing.assert_close(weights, reference_classifier(model, tokenizer, names), atol=1e-6, rtol=0)
+    return weights
+
+
+NEAR_TIE_SHARE = 0.05
+
+
+def assert_hits_match(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
+    """The harness's hits equal the slow loop's wherever the loop decided them (``expected`` is
+    NaN at a near tie, which float noise may decide either way); near ties are printed and must
+    be at most 5% of the hits."""
+    ties = np.isnan(expected)
+    wrong = np.argwhere((actual != expected) & ~ties)
+    assert not len(wrong), f"{what}: hits differ at {wrong.tolist()}: harness {actual[tuple(wrong.T)]}"
+    if ties.any():
+        print(f"{what}: near ties (not compared) at {np.argwhere(ties).tolist()}")
+    assert ties.mean() <= NEAR_TIE_SHARE, f"{what}: {int(ties.sum())} of {ties.size} hits are near ties"
+
+
 def reference_map(model, x, text, size):
     """One image, one text, the public Explainer; upsampled with SPEC §5's bilinear resize.
 
@@ -143,21 +176,21 @@ def test_classification_harness_equals_a_slow_loop(photo_root, model, tokenizer,
         explain_batch_size=1,
         progress=False,
     )
-    weights = reference_classifier(model, tokenizer, names)
+    weights = classifier_weights(model, tokenizer, names)
     expected = {mode: [] for mode in ev.MODES}
     for sample in dataset:
         image = np.asarray(Image.open(sample.image).convert("RGB"))
         seen = ref.pillow_geometry(image, SIZE)
         x = preprocess(Image.fromarray(image))[None]
         heat = reference_map(model, x, weights[sample.label], (SIZE, SIZE))
+        others = np.arange(len(names)) != sample.label
         for mode in ev.MODES:
             frames = ref.checkpoints(seen, heat, mode, STEPS, EVAL_EVERY, seed=11, stream=sample.index)
-            logits = reference_embeddings(model, frames, preprocess) @ weights.T
-            top5 = logits.topk(5, dim=1).indices
-            expected[mode].append([[float(row[0] == sample.label), float(sample.label in row)] for row in top5])
+            logits = (reference_embeddings(model, frames, preprocess) @ weights.T).numpy()
+            expected[mode].append([[ref.hit_at(row[sample.label], row[others], k) for k in (1, 5)] for row in logits])
     for mode in ev.MODES:
-        np.testing.assert_array_equal(result.hits[mode], np.array(expected[mode]))
-        curve = np.array(expected[mode]).mean(axis=0)
+        assert_hits_match(result.hits[mode], np.array(expected[mode], dtype=float), mode)
+        curve = result.hits[mode].mean(axis=0)
         np.testing.assert_allclose(result.curves[mode], curve)
         for i, metric in enumerate(("top1", "top5")):
             assert result.auc[mode][metric] == pytest.approx(ref.trapezoid_auc(curve[:, i]), abs=1e-12)
@@ -166,13 +199,14 @@ def test_classification_harness_equals_a_slow_loop(photo_root, model, tokenizer,
     assert {"explain", "perturb", "score", "total"} <= set(result.timings)
 
 
-def test_predicted_target_starts_correct_and_batched_explaining_runs(photo_root, model, tokenizer):
+def test_predicted_target_starts_correct_and_batched_explaining_runs(photo_root, model, tokenizer, preprocess):
     dataset = ev.ImageFolder(photo_root / "images")
+    names = dataset.class_names + DISTRACTORS
     result = ev.deletion_insertion(
         model,
         dataset,
         tokenizer=tokenizer,
-        class_names=dataset.class_names + DISTRACTORS,
+        class_names=names,
         templates=TEMPLATES,
         target="pred",
         steps=STEPS,
@@ -181,7 +215,15 @@ def test_predicted_target_starts_correct_and_batched_explaining_runs(photo_root,
         explain_batch_size=4,
         progress=False,
     )
-    assert (result.hits["deletion"][:, 0, 0] == 1).all()  # the untouched image is predicted as itself
+    # the prediction on the clean image, and the untouched first checkpoint is predicted as itself
+    # (both decided where the top two logits are further apart than float noise)
+    originals = [np.asarray(Image.open(s.image).convert("RGB")) for s in dataset]
+    logits = reference_embeddings(model, originals, preprocess) @ classifier_weights(model, tokenizer, names).T
+    top2 = logits.topk(2, dim=1).values
+    decided = ((top2[:, 0] - top2[:, 1]) > ref.MARGIN).numpy()
+    assert decided.mean() > 0.5, f"only {decided.sum()} of {len(decided)} clean predictions are decided"
+    np.testing.assert_array_equal(np.array(result.targets)[decided], logits.argmax(dim=1).numpy()[decided])
+    assert (result.hits["deletion"][decided, 0, 0] == 1).all()
     assert result.settings["target"] == "predicted"
     table = ev.summary_table([result])
     assert "Deletion ↓" in table and "predicted" in table and "gradeclip" in table
@@ -213,22 +255,45 @@ def test_retrieval_harness_equals_a_slow_loop(photo_root, model, tokenizer, prep
         x = preprocess(Image.fromarray(originals[own]))[None]
         heat = reference_map(model, x, captions[sample.index], (SIZE, SIZE))
         seen = ref.pillow_geometry(originals[own], SIZE)
+        # IR: the perturbed image against the other (clean) images, for the row's caption;
+        # TR: the best of the image's own captions against every other image's captions
+        other_images = (captions[sample.index] @ gallery.T).numpy()[np.arange(len(originals)) != own]
         for mode in ev.MODES:
             rows = []
             for emb in reference_embeddings(
                 model, ref.checkpoints(seen, heat, mode, STEPS, EVAL_EVERY, seed=2, stream=sample.index), preprocess
             ):
-                images = gallery.clone()
-                images[own] = emb
-                image_rank = torch.argsort(captions[sample.index] @ images.T, descending=True).tolist().index(own)
-                caption_order = torch.argsort(emb @ captions.T, descending=True).numpy()
-                text_rank = int(np.flatnonzero(image_of[caption_order] == own)[0])
-                rows.append([image_rank < 1, image_rank < 5, text_rank < 1, text_rank < 5])
+                image_score = float(captions[sample.index] @ emb)
+                to_captions = (emb @ captions.T).numpy()
+                best_own, other_captions = to_captions[image_of == own].max(), to_captions[image_of != own]
+                rows.append(
+                    [ref.hit_at(image_score, other_images, k) for k in (1, 5)]
+                    + [ref.hit_at(best_own, other_captions, k) for k in (1, 5)]
+                )
             expected[mode].append(rows)
     for mode in ev.MODES:
-        np.testing.assert_array_equal(result.hits[mode], np.array(expected[mode], dtype=float))
+        assert_hits_match(result.hits[mode], np.array(expected[mode], dtype=float), mode)
     assert result.metrics == ("ir@1", "ir@5", "tr@1", "tr@5")
     assert "IR" in ev.summary_table([result]) and "TR" in ev.summary_table([result])
+
+
+def test_retrieval_scorers_count_exact_ties_as_hits():
+    """A competitor beats the right answer only with a strictly higher cosine. The ties are exact by
+    construction (dyadic values: every product and sum is exact); caption 1 repeats caption 0."""
+    captions = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    images = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    image_of = [0, 1, 2]
+    scorer = ev.RetrievalScorer(captions, images, image_of)
+    # row 0 (image 0, caption 0): image 1 ties (0.5), then loses (0.75); caption 1 ties caption 0
+    perturbed = torch.tensor([[0.5, 0.25, 0.25], [0.75, 0.25, 0.0]])
+    np.testing.assert_array_equal(scorer.hits(perturbed, [0, 0]), [[1, 1, 1, 1], [1, 1, 1, 1]])
+    # image 1 (0.5) beats the perturbed image (0.25); captions 1 and 2 tie with caption 0 (0.25)
+    np.testing.assert_array_equal(scorer.hits(torch.tensor([[0.25, 0.5, 0.25]]), [0]), [[0, 1, 1, 1]])
+    text_scorer = ev.TextRetrievalScorer(captions, images, image_of)
+    # row 1's caption perturbed: image 0 ties image 1 (0.5); to image 1, caption 0 ties it (0.5)
+    np.testing.assert_array_equal(text_scorer.hits(torch.tensor([[0.5, 0.5, 0.0]]), [1]), [[1, 1, 1, 1]])
+    # now image 1 scores 0.375 < image 0's 0.5, and to image 1 caption 0 scores 0.5 > 0.375
+    np.testing.assert_array_equal(text_scorer.hits(torch.tensor([[0.25, 0.5, 0.0]]), [1]), [[0, 1, 0, 1]])
 
 
 def test_parquet_and_tsv_tables_read_like_csv(photo_root, tmp_path):
@@ -252,8 +317,9 @@ def test_localization_harness_equals_a_slow_loop(photo_root, model, tokenizer, p
     result = ev.localization(
         model, dataset, tokenizer=tokenizer, templates=TEMPLATES, chunk_size=3, explain_batch_size=1, progress=False
     )
-    weights = reference_classifier(model, tokenizer, dataset.class_names)
+    weights = classifier_weights(model, tokenizer, dataset.class_names)
     assert not result.skipped and len(result.keys) == len(dataset) == 7
+    undecided = []
     for n, sample in enumerate(dataset):
         image = np.asarray(Image.open(sample.image).convert("RGB"))
         mask_img = Image.open(sample.mask)
@@ -269,9 +335,13 @@ def test_localization_harness_equals_a_slow_loop(photo_root, model, tokenizer, p
             > 0
         )
         heat = reference_map(model, preprocess(Image.fromarray(image))[None], weights[sample.label], (SIZE, SIZE))
-        expected = ref.localization(heat, mask)
+        expected = ref.localization_bounds(heat, mask)
         for metric in ev.LOCALIZATION_METRICS:
-            assert result.values[metric][n] == pytest.approx(expected[metric], rel=1e-6, abs=1e-9), (sample.key, metric)
+            value = result.values[metric][n]
+            assert ref.within(value, expected[metric]), (sample.key, metric, value, expected[metric])
+            if expected[metric][0] != expected[metric][1]:
+                undecided.append((sample.key, metric, expected[metric]))
+    assert len(undecided) <= 1, f"near ties at the foreground threshold or the maximum: {undecided}"
     assert set(result.means) == set(ev.LOCALIZATION_METRICS)
     assert "energy-PG" in ev.summary_table([result])
 
@@ -387,8 +457,9 @@ def test_text_steps_by_hand():
 
 def test_text_deletion_insertion_equals_a_slow_loop(photo_root, model, tokenizer, preprocess):
     table = ev.CaptionTable(photo_root / "captions.csv")
+    chunk_size = 4
     result = ev.text_deletion_insertion(
-        model, table, tokenizer=tokenizer, n_text_layers=2, steps=3, limit=6, chunk_size=4, progress=False
+        model, table, tokenizer=tokenizer, n_text_layers=2, steps=3, limit=6, chunk_size=chunk_size, progress=False
     )
     explainer = gradeclip.Explainer(model, tokenizer)
     with torch.no_grad():
@@ -396,32 +467,46 @@ def test_text_deletion_insertion_equals_a_slow_loop(photo_root, model, tokenizer
     originals = [np.asarray(Image.open(photo_root / key).convert("RGB")) for key in table.images]
     gallery = reference_embeddings(model, originals, preprocess)
     image_of = np.array(table.image_of)
-    for n, sample in enumerate(list(table)[:6]):
+    rows = list(table)[:6]
+    expected = {mode: [] for mode in ev.MODES}
+    for n, sample in enumerate(rows):
         own = table.image_of[sample.index]
-        exp = explainer.explain_text(preprocess(Image.fromarray(originals[own]))[None], [sample.caption], n_layers=2)
-        words = exp.words(0, 0)
+        # the harness explains the captions of one image in a chunk in one call: so does the loop,
+        # whose word order then comes from the same importances
+        chunk = rows[n - n % chunk_size : n - n % chunk_size + chunk_size]
+        siblings = [s for s in chunk if table.image_of[s.index] == own]
+        t = siblings.index(sample)
+        exp = explainer.explain_text(
+            preprocess(Image.fromarray(originals[own]))[None], [s.caption for s in siblings], n_layers=2
+        )
+        words, spans = exp.words(0, t), exp.spans(t)
         order = sorted(range(len(words)), key=lambda w: (-words[w][1], w))
+        other_images = np.arange(len(originals)) != own
         for mode in ev.MODES:
-            expected = []
-            for k in range(4):
-                chosen = set(order[:k])
+            hits = []
+            for step in range(4):
+                chosen = set(order[:step])
                 if mode == "deletion":
                     text = "".join(
-                        c
-                        for i, c in enumerate(sample.caption)
-                        if not any(exp.spans(0)[w][0] <= i < exp.spans(0)[w][1] for w in chosen)
+                        c for i, c in enumerate(sample.caption) if not any(spans[w][0] <= i < spans[w][1] for w in chosen)
                     )
                     text = " ".join(text.split())
                 else:
                     text = " ".join(words[w][0] for w in sorted(chosen))
                 with torch.no_grad():
-                    t = unit(model.encode_text(tokenizer([text])))[0]
-                image_rank = torch.argsort(t @ gallery.T, descending=True).tolist().index(own)
-                others = np.flatnonzero(image_of != own)
-                competitors = (gallery[own] @ captions[others].T).numpy()
-                text_rank = int((competitors > float(gallery[own] @ t)).sum())
-                expected.append([image_rank < 1, image_rank < 5, text_rank < 1, text_rank < 5])
-            np.testing.assert_array_equal(result.hits[mode][n], np.array(expected, dtype=float), err_msg=f"{sample.key} {mode}")
+                    emb = unit(model.encode_text(tokenizer([text])))[0]
+                # IR: the perturbed caption against the other images; TR: image ``own`` as the
+                # query, the perturbed caption against the other images' captions
+                to_images = (emb @ gallery.T).numpy()
+                to_captions = (gallery[own] @ captions.T).numpy()[image_of != own]
+                score = float(gallery[own] @ emb)
+                hits.append(
+                    [ref.hit_at(to_images[own], to_images[other_images], k) for k in (1, 5)]
+                    + [ref.hit_at(score, to_captions, k) for k in (1, 5)]
+                )
+            expected[mode].append(hits)
+    for mode in ev.MODES:
+        assert_hits_match(result.hits[mode], np.array(expected[mode], dtype=float), mode)
     assert result.fractions == [0.0, 1.0, 2.0, 3.0] and result.settings["task"] == "text_faithfulness"
     assert "IR" in ev.summary_table([result])
 
