@@ -143,6 +143,12 @@ def test_under_no_grad_and_inference_callers(explainer):
     torch.testing.assert_close(frozen.maps, plain.maps)
 
 
+#: |score − float32 score| of a 16-bit copy of the tiny model: at most 2.8e-3 (bf16) and 6.1e-4
+#: (fp16) over seeds 0–6 with either CPU kernel set (ATEN_CPU_CAPABILITY default / avx2), about one
+#: unit of each format's rounding; the tolerances are 1.5 and 3 units
+LOW_PRECISION_SCORE_TOL = {torch.bfloat16: 6e-3, torch.float16: 1.5e-3}
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_low_precision_models_return_float32_maps(dtype):
     torch.manual_seed(6)
@@ -155,7 +161,10 @@ def test_low_precision_models_return_float32_maps(dtype):
     flat_ref, flat_low = ref.maps.flatten(2), low.maps.flatten(2)
     corr = F.cosine_similarity(flat_ref - flat_ref.mean(-1, keepdim=True), flat_low - flat_low.mean(-1, keepdim=True), dim=-1)
     assert corr.min() > 0.9, corr
-    torch.testing.assert_close(low.scores, ref.scores, atol=0.03, rtol=0)
+    tol = LOW_PRECISION_SCORE_TOL[dtype]
+    assert tol <= 0.1 * (ref.scores.max() - ref.scores.min()), "the scores must spread far wider than the tolerance"
+    torch.testing.assert_close(low.scores, ref.scores, atol=tol, rtol=0)
+    torch.testing.assert_close(low.model_scores, ref.model_scores, atol=tol, rtol=0)
 
 
 def test_single_string_is_one_text(explainer):
