@@ -17,7 +17,8 @@ from PIL import Image
 PCG_MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645
 MASK128 = (1 << 128) - 1
 #: Cosines of unit float32 embeddings of the same inputs computed with other batch shapes, thread
-#: counts or CPU kernels differ by about 1e-7 (tiny test models); a hit is decided beyond this.
+#: counts or CPU kernels differ by about 1e-7 (tiny test models); a hit, a rank or a top-k of such
+#: cosines is decided only where its margin is wider than this.
 MARGIN = 1e-5
 
 

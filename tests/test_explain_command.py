@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_clip
 from PIL import Image
+from reference_eval import MARGIN
 
 import gradeclip
 from gradeclip.cli import main
@@ -101,14 +102,10 @@ def text_embeddings(model, tokenizer, texts: list[str]) -> torch.Tensor:
         return F.normalize(model.encode_text(tokenizer(texts)).float(), dim=-1)
 
 
-#: float32 cosines of one image computed in batches of other shapes differ in their last bits;
-#: two classes closer than this may come out in either order
-MARGIN = 1e-5
-
-
 def assert_valid_top(scores: torch.Tensor, picked: list[int]) -> None:
-    """``picked`` is a top-``len(picked)`` of ``scores`` in descending order, up to ``MARGIN``:
-    each picked class scores at least the next one and every class left out, less the margin."""
+    """``picked`` is a top-``len(picked)`` of ``scores`` in descending order, up to ``MARGIN`` (the
+    float noise of cosines computed in batches of other shapes): each picked class scores at
+    least the next one and every class left out, less the margin."""
     values = scores.double()
     ordered = values[picked]
     assert (ordered[1:] <= ordered[:-1] + MARGIN).all(), (picked, ordered.tolist())
