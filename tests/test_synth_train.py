@@ -53,6 +53,16 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert not (tmp_path / "w.safetensors.ckpt").exists()
 
 
+def test_training_in_process_gives_back_the_callers_thread_count(tmp_path, monkeypatch):
+    """With one worker the loop runs in the caller's process at ``cfg.threads``; afterwards the
+    caller has its own thread count again (it used to stay at ``cfg.threads`` for good)."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)  # the caller's count, whatever this machine has
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    train(tiny_config(steps=2, threads=1, log_every=1, checkpoint_every=1), tmp_path / "w.safetensors", progress=False)
+    assert calls == [1, 3]
+
+
 def test_interrupted_run_resumes_exactly(tmp_path):
     cfg = tiny_config(steps=8, batch_size=16, log_every=1, checkpoint_every=4)
     train(cfg, tmp_path / "whole.safetensors", progress=False)

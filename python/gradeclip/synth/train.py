@@ -284,8 +284,12 @@ def train(
     """
     cfg.check()
     out = Path(out)
-    if cfg.workers == 1:
-        return _loop(cfg, out, 0, log, progress)
+    if cfg.workers == 1:  # in this process: give the caller its own thread count back afterwards
+        threads = torch.get_num_threads()
+        try:
+            return _loop(cfg, out, 0, log, progress)
+        finally:
+            torch.set_num_threads(threads)
     import queue as queue_module
 
     import torch.multiprocessing as mp
