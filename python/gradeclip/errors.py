@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "GradeclipError",
     "InputError",
+    "UnreadableImage",
     "UnsupportedModelError",
     "UnknownMethodError",
     "ModelLoadError",
@@ -25,6 +26,11 @@ class GradeclipError(Exception):
 
 class InputError(GradeclipError, ValueError):
     """An input (image batch, text list, option value, array) is malformed; the message names it."""
+
+
+class UnreadableImage(InputError):
+    """An image (or mask) file that cannot be read or decoded; ``str(exc)`` says why (dataset runs
+    record it as the sample's error row)."""
 
 
 class UnsupportedModelError(GradeclipError, TypeError):

@@ -97,9 +97,8 @@ def measure(
 ) -> dict[str, Any]:
     """Run the three measurements; returns their rates (``encode``, ``explain``, ``pipeline``,
     ``pipeline_wall`` per second), the machine description and the settings."""
-    from PIL import Image
-
     from .. import Explainer, load
+    from ..data.images import decode_image, read_file
     from ..distributed import resolve_device
     from ..pipeline import ExplainJob, explain_dataset, model_name
 
@@ -113,8 +112,7 @@ def measure(
         paths = write_photos(folder, images)
         tensors = []
         for path in paths:
-            with Image.open(path) as image:
-                tensors.append(preprocess(image.convert("RGB")))
+            tensors.append(preprocess(decode_image(read_file(path))))
         batches = [torch.stack(tensors[i : i + batch_size]).to(dev) for i in range(0, len(tensors), batch_size)]
         dtype = next(clip.parameters()).dtype
 
