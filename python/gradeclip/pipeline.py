@@ -170,7 +170,7 @@ def package_versions() -> dict[str, str]:
     """Versions of Python and of the packages that decide a store's content."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from ._version import __version__
 
     found = {"python": platform.python_version(), "gradeclip": __version__}
     for name in ("torch", "open_clip_torch", "numpy", "pillow", "pyarrow"):

@@ -402,7 +402,7 @@ class _Explaining:
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
 
