@@ -49,7 +49,7 @@ from .errors import InputError, StoreError
 from .explainer import Explainer
 from .hf_loading import is_hf_name
 from .loading import PRECISIONS, load
-from .preprocessing import OPENAI_MEAN, OPENAI_STD
+from .preprocessing import normalisation
 from .store import OVERLAYS, ChunkBuffer, StoreWriter
 from .targets import Row, Targets
 from .zeroshot import classifier, templates
@@ -366,10 +366,7 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     targets = Targets(explainer, job.mode, names, bank, job.top_k, job.max_targets, job.method, job.options, _text_options(job))
     overlays = None
     if job.overlays:
-        from open_clip import get_model_preprocess_cfg
-
-        cfg = get_model_preprocess_cfg(model)
-        mean, std = (torch.tensor(cfg.get(k, d)).view(3, 1, 1) for k, d in (("mean", OPENAI_MEAN), ("std", OPENAI_STD)))
+        mean, std = (torch.tensor(v).view(3, 1, 1) for v in normalisation(explainer.image_tower))
         overlays = Overlays(out, job.alpha, job.colormap, mean, std)
 
     dataset, units, todo, skipped = _work(source, job, ranks, writer.completed(), preprocess)

@@ -19,6 +19,14 @@ from ._arrays import image_list, native, plane_list, triple
 MODES = ("deletion", "insertion")
 
 
+def check_modes(modes: Sequence[str]) -> list[str]:
+    """``modes`` as a list, if it holds distinct values of :data:`MODES`; else an :class:`InputError`."""
+    modes = list(modes)
+    if not modes or any(m not in MODES for m in modes) or len(set(modes)) != len(modes):
+        raise InputError(f"modes must be distinct values of {', '.join(MODES)}, got {modes!r}")
+    return modes
+
+
 def checkpoint_fractions(steps: int = 100, eval_every: int = 10) -> np.ndarray:
     """Nominal fraction of pixels changed at each checkpoint: ``k · eval_every / (2 · steps)``,
     i.e. ``0, 0.05, …, 0.5`` for the defaults (float64 ``[1 + steps / eval_every]``)."""

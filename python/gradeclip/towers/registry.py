@@ -77,7 +77,7 @@ def image_tower(model: nn.Module) -> ImageTower:
                 f"{name}: open_clip timm tower with a {type(visual.head.pool).__name__} head on a "
                 f"{type(visual.trunk).__name__} trunk: no gradeclip adapter for that pooling head"
             )
-        return TimmViT(visual.trunk, visual.head, "cosine", name)
+        return TimmViT(visual.trunk, visual.head, "cosine", name, dict(getattr(visual, "preprocess_cfg", None) or {}))
     raise UnsupportedModelError(
         f"{name} with a {kind} image tower: no gradeclip adapter for this tower (supported: open_clip "
         "VisionTransformer with class-token or attentional pooling, ModifiedResNet, timm ViT/EVA towers)"
