@@ -11,6 +11,7 @@ __all__ = [
     "GradeclipError",
     "InputError",
     "InputTypeError",
+    "UnreadableImage",
     "UnsupportedModelError",
     "UnknownMethodError",
     "ModelLoadError",
@@ -31,6 +32,11 @@ class InputError(GradeclipError, ValueError):
 class InputTypeError(InputError, TypeError):
     """An input has the wrong type or dtype (a list where an array belongs, float images, integer
     maps): an :class:`InputError` that is also a ``TypeError``, the built-in type Python uses."""
+
+
+class UnreadableImage(InputError):
+    """An image (or mask) file that cannot be read or decoded; ``str(exc)`` says why (dataset runs
+    record it as the sample's error row)."""
 
 
 class UnsupportedModelError(GradeclipError, TypeError):
