@@ -102,8 +102,8 @@ def measure(
     """Run the three measurements; returns their rates (``encode``, ``explain``, ``pipeline``,
     ``pipeline_wall`` per second), the machine description and the settings."""
     import torch
-    from PIL import Image
 
+    from ..data.images import decode_image, read_file
     from ..distributed import resolve_device
     from ..explainer import Explainer
     from ..loading import load
@@ -119,8 +119,7 @@ def measure(
         paths = write_photos(folder, images)
         tensors = []
         for path in paths:
-            with Image.open(path) as image:
-                tensors.append(preprocess(image.convert("RGB")))
+            tensors.append(preprocess(decode_image(read_file(path))))
         batches = [torch.stack(tensors[i : i + batch_size]).to(dev) for i in range(0, len(tensors), batch_size)]
         dtype = next(clip.parameters()).dtype
 
