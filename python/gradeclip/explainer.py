@@ -17,7 +17,7 @@ from .methods.gradeclip_text import grad_eclip_text
 from .results import ImageExplanation, PairExplanation, TextExplanation
 from .towers.base import ImageTower, TextTower
 from .towers.registry import image_tower, text_tower
-from .words import WordAlignment, tokenize_captions
+from .words import HFTokenizer, WordAlignment, tokenize_captions
 
 TEXT_BATCH = 256  # texts encoded per text-tower forward
 
@@ -78,18 +78,21 @@ class Explainer:
     Args:
         model: the model, e.g. from :func:`gradeclip.load`.
         tokenizer: turns a list of strings into token ids ``[T, context_length]``; needed when
-            texts are given as strings (the tokenizer :func:`gradeclip.load` returns). Models whose
-            tokenizer is not at hand (SigLIP's needs a hub download; transformers models) take
-            token ids ``[T, L]`` directly.
+            texts are given as strings (the tokenizer :func:`gradeclip.load` returns). A Hugging
+            Face fast tokenizer or processor is wrapped in :class:`~gradeclip.words.HFTokenizer`
+            (words from its offsets). Models whose tokenizer is not at hand (SigLIP's needs a hub
+            download) take token ids ``[T, L]`` directly.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Callable[[list[str]], Tensor] | None = None):
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.tokenizer = tokenizer
         self._image_tower: ImageTower | None = None
         self._text_tower: TextTower | None = None
+        if type(tokenizer).__module__.startswith("transformers."):  # a Hugging Face tokenizer or processor
+            tokenizer = HFTokenizer(getattr(tokenizer, "tokenizer", tokenizer), self.text_tower.context_length)
+        self.tokenizer = tokenizer
 
     @property
     def image_tower(self) -> ImageTower:
@@ -290,7 +293,7 @@ class Explainer:
         Args:
             images: float tensor ``[B, 3, H, W]``, preprocessed as for :meth:`explain_image`.
             texts: a caption or a list of captions (strings; the Explainer's tokenizer must be
-                open_clip's ``SimpleTokenizer``), or token ids ``[T, L]`` made by the model's own
+                open_clip's ``SimpleTokenizer`` or a Hugging Face fast tokenizer), or token ids ``[T, L]`` made by the model's own
                 tokenizer (any model; then there are no words, only token positions). Captions
                 longer than the context length are truncated with a ``UserWarning`` naming them.
             n_layers: how many of the text tower's last blocks are explained (1..depth).

@@ -48,6 +48,7 @@ from .data.batches import Batch, IndexedBatches, ShardBatches, identity, indexed
 from .distributed import Ranks, barrier, broadcast, init_ranks
 from .errors import InputError, StoreError
 from .explainer import Explainer
+from .hf_loading import is_hf_name
 from .loading import PRECISIONS, load
 from .preprocessing import OPENAI_MEAN, OPENAI_STD
 from .store import OVERLAYS, ChunkBuffer, StoreWriter
@@ -178,7 +179,7 @@ def package_versions() -> dict[str, str]:
     """Versions of Python and of the packages that decide a store's content."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from ._version import __version__
 
     found = {"python": platform.python_version(), "gradeclip": __version__}
     for name in ("torch", "open_clip_torch", "numpy", "pillow", "pyarrow"):
@@ -327,8 +328,11 @@ def explain_dataset(job: ExplainJob, *, loaded: tuple[Any, Any, Any] | None = No
 
 
 def model_name(spec: str) -> str:
-    """``spec`` with a model folder's path written as open_clip's ``local-dir:FOLDER``."""
-    return f"local-dir:{Path(spec).resolve()}" if Path(spec).is_dir() else spec
+    """``spec`` with an open_clip model folder's path written as open_clip's ``local-dir:FOLDER``
+    (a Hugging Face ``save_pretrained`` folder as its absolute path)."""
+    if not Path(spec).is_dir():
+        return spec
+    return str(Path(spec).resolve()) if is_hf_name(spec) else f"local-dir:{Path(spec).resolve()}"
 
 
 def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> RunSummary:

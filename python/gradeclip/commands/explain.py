@@ -32,7 +32,7 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     model = p.add_argument_group("model")
-    model.add_argument("--model", required=True, help="open_clip architecture (ViT-B-16, ...), or a folder with open_clip_config.json and weights (also as local-dir:FOLDER)")
+    model.add_argument("--model", required=True, help="open_clip architecture (ViT-B-16, ...), a folder with open_clip_config.json and weights (also as local-dir:FOLDER), or a Hugging Face CLIP/BLIP model: hub id (openai/clip-vit-base-patch32) or save_pretrained folder")
     model.add_argument("--pretrained", help="open_clip pretrained tag or a checkpoint file (default: the folder's weights, else random weights)")
     model.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="model precision (default: fp32)")
     model.add_argument("--device", default="auto", help="auto (the rank's GPU if any, else CPU), cpu, cuda, cuda:N (default: auto)")
