@@ -321,9 +321,34 @@ class Store:
     def __len__(self) -> int:
         return self.index.num_rows
 
+    def __repr__(self) -> str:
+        config = self.manifest.get("config", {})
+        status = pc.value_counts(self.index.column("status")).to_pylist() if len(self) else []
+        counts = ", ".join(f"{c['counts']} {c['values']}" for c in status)
+        state = "complete" if self.complete else "partial"
+        return (
+            f"Store({os.fspath(self.root)!r}, {len(self)} rows ({counts or 'none'}), model {config.get('model')!r}, "
+            f"method {config.get('method')!r}, {config.get('mode')} mode, {state})"
+        )
+
     def to_pandas(self) -> Any:
-        """The index as a pandas DataFrame (needs pandas)."""
-        return self.index.to_pandas()
+        """The index as a pandas DataFrame (needs pandas), one row per explained pair, columns as
+        :data:`INDEX_SCHEMA`: integers as nullable ``Int64`` (``text_index``, ``prediction_rank``,
+        the grid and image sizes are missing — ``<NA>`` — where they do not apply), ``is_label``
+        as nullable ``boolean``, text columns as ``string``, scores as ``float32``, and ``words`` /
+        ``word_importance`` as lists."""
+        import pandas as pd
+
+        def dtype(kind: pa.DataType) -> Any:
+            if pa.types.is_integer(kind):
+                return pd.Int64Dtype()
+            if pa.types.is_boolean(kind):
+                return pd.BooleanDtype()
+            if pa.types.is_string(kind):
+                return pd.StringDtype()
+            return None  # pandas' own choice (float32, lists)
+
+        return self.index.to_pandas(types_mapper=dtype)
 
     def _array(self, shard: int) -> np.ndarray:
         if shard not in self._arrays:
