@@ -16,6 +16,7 @@ from .errors import (
     BackendUnavailableError,
     GradeclipError,
     InputError,
+    InputTypeError,
     ModelLoadError,
     StoreError,
     TrainingError,
@@ -82,9 +83,9 @@ sys.modules[__name__].__class__ = _Package
 
 def build_info() -> dict[str, object]:
     """Facts about the compiled extension: ``version``, ``abi3``, ``debug_assertions``, ``threads``."""
-    from ._native import build_info as native_build_info
+    from . import native
 
-    return native_build_info()
+    return native.build_info()
 
 
 __all__ = [
@@ -94,6 +95,7 @@ __all__ = [
     "GradeclipError",
     "ImageExplanation",
     "InputError",
+    "InputTypeError",
     "MethodInfo",
     "ModelLoadError",
     "PairExplanation",

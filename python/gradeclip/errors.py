@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "GradeclipError",
     "InputError",
+    "InputTypeError",
     "UnreadableImage",
     "UnsupportedModelError",
     "UnknownMethodError",
@@ -26,6 +27,11 @@ class GradeclipError(Exception):
 
 class InputError(GradeclipError, ValueError):
     """An input (image batch, text list, option value, array) is malformed; the message names it."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An input has the wrong type or dtype (a list where an array belongs, float images, integer
+    maps): an :class:`InputError` that is also a ``TypeError``, the built-in type Python uses."""
 
 
 class UnreadableImage(InputError):

@@ -63,6 +63,11 @@ def add_parser(subparsers: Any) -> None:
     method.add_argument("--spatial", choices=("loosened", "softmax", "none"), help="Grad-ECLIP spatial weights")
     method.add_argument("--qk-space", choices=("attention", "out_proj"), help="Grad-ECLIP: where q and k are compared")
     method.add_argument("--n-layers", type=int, help="Grad-ECLIP: explain the last N blocks and sum their maps")
+    method.add_argument(
+        "--compat", choices=("authors",),
+        help="authors: the paper authors' released form (maps with qk_space=out_proj; --text-maps with λ over all 77 positions "
+        "and one ReLU after the layer sum; SPEC §12); flags given explicitly win",
+    )
     method.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="any other method option (VALUE read as JSON, else as text); repeatable")
 
     extra = p.add_argument_group("more outputs")
@@ -125,6 +130,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
         top_k=args.top_k,
         method=args.method,
         options=parse_options(args),
+        compat=args.compat,
         format=args.format,
         image_column=args.image_column,
         caption_column=args.caption_column,

@@ -18,19 +18,12 @@ model through the Explainer: geometry, encoders, maps), :mod:`.scorers`, :mod:`.
 from __future__ import annotations
 
 from ..data import Sample, load_image, load_mask, read_class_index
-from ..preprocessing import Geometry
+from ..preprocessing import Geometry, model_ready, resize_center_crop
 from .datasets import CaptionTable, ImageFolder, MaskFolder
 from .faithfulness import deletion_insertion
 from .localisation import localization
 from .metrics import LOCALIZATION_METRICS, auc, localization_metrics
-from .perturbation import (
-    MODES,
-    checkpoint_fractions,
-    model_ready,
-    perturbation_steps,
-    resize_center_crop,
-    text_steps,
-)
+from .perturbation import MODES, checkpoint_fractions, perturbation_steps, text_steps
 from .report import FaithfulnessResult, LocalizationResult, load_result, summary_table
 from .scorers import RetrievalScorer, TextRetrievalScorer, ZeroShotClassifier
 from .text_faithfulness import text_deletion_insertion

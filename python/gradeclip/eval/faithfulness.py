@@ -18,9 +18,10 @@ from torch import Tensor, nn
 from .._version import __version__
 from ..data import Sample, load_images
 from ..errors import InputError
+from ..preprocessing import resize_center_crop
 from .datasets import CaptionTable, ImageFolder
 from .models import UPSAMPLING, EvalModel, Maps, check_method
-from .perturbation import MODES, check_modes, checkpoint_fractions, perturbation_steps, resize_center_crop
+from .perturbation import MODES, check_modes, checkpoint_fractions, perturbation_steps
 from .report import FaithfulnessResult, default_name
 from .runner import Stopwatch, positive_int, run_resumable, save
 from .scorers import RetrievalScorer, ZeroShotClassifier

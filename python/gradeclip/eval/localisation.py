@@ -14,11 +14,10 @@ from torch import Tensor, nn
 from .._version import __version__
 from ..data import Sample, load_images, load_mask
 from ..errors import InputError
-from ..preprocessing import mask_in_geometry
+from ..preprocessing import mask_in_geometry, resize_center_crop
 from .datasets import MaskFolder
 from .metrics import LOCALIZATION_METRICS, localization_metrics
 from .models import UPSAMPLING, EvalModel, Maps, check_method
-from .perturbation import resize_center_crop
 from .report import LocalizationResult, default_name
 from .runner import Stopwatch, positive_int, run_resumable, save
 from .scorers import ZeroShotClassifier

@@ -17,9 +17,8 @@ from torch import Tensor, nn
 from ..data import load_images
 from ..errors import InputError
 from ..explainer import Explainer
-from ..preprocessing import Geometry, native_preprocess
+from ..preprocessing import Geometry, model_ready, native_preprocess
 from ..render import upsample
-from .perturbation import model_ready
 from .runner import chunks, positive_int
 
 RESOLUTIONS = ("model", "native")

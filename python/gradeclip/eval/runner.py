@@ -14,7 +14,8 @@ from typing import Any
 
 from ..data import Sample
 from ..errors import InputError
-from .report import FaithfulnessResult, LocalizationResult, settings_key, write_atomic
+from ..files import write_text
+from .report import FaithfulnessResult, LocalizationResult, settings_key
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -65,8 +66,9 @@ class Journal:
                     if isinstance(record, dict) and "index" in record:
                         self.records[int(record["index"])] = record
         # rewritten atomically (a kill now keeps the old journal): drops a torn tail or a stale run
+        path.parent.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps({"settings_key": key})] + [json.dumps(record) for record in self.records.values()]
-        write_atomic(path, "".join(line + "\n" for line in lines))
+        write_text(path, "".join(line + "\n" for line in lines))
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open until close())
 
     def add(self, record: dict[str, Any]) -> None:
