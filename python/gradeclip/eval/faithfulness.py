@@ -23,7 +23,7 @@ from .datasets import CaptionTable, ImageFolder
 from .models import UPSAMPLING, EvalModel, Maps, check_method
 from .perturbation import MODES, check_modes, checkpoint_fractions, perturbation_steps
 from .report import FaithfulnessResult, default_name
-from .runner import Stopwatch, positive_int, run_resumable, save
+from .runner import Stopwatch, first_samples, positive_int, run_resumable, save
 from .scorers import RetrievalScorer, ZeroShotClassifier
 
 TARGETS = {"ground_truth": "ground_truth", "gt": "ground_truth", "predicted": "predicted", "pred": "predicted"}
@@ -101,9 +101,7 @@ def deletion_insertion(
     fractions = checkpoint_fractions(steps, eval_every).tolist()
     evaluated = EvalModel(model, tokenizer)
     geometry = evaluated.geometry
-    samples = list(dataset)[: limit if limit is not None else None]
-    if not samples:
-        raise InputError("the dataset is empty")
+    samples = first_samples(dataset, limit)
     clock = Stopwatch()
     scorer: ZeroShotClassifier | RetrievalScorer
     with clock("setup"):

@@ -19,7 +19,7 @@ from .datasets import MaskFolder
 from .metrics import LOCALIZATION_METRICS, localization_metrics
 from .models import UPSAMPLING, EvalModel, Maps, check_method
 from .report import LocalizationResult, default_name
-from .runner import Stopwatch, positive_int, run_resumable, save
+from .runner import Stopwatch, first_samples, positive_int, run_resumable, save
 from .scorers import ZeroShotClassifier
 
 
@@ -63,9 +63,7 @@ def localization(
     if not isinstance(dataset, MaskFolder):
         raise InputError(f"dataset must be a MaskFolder, got {type(dataset).__name__}")
     evaluated = EvalModel(model, tokenizer)
-    samples = list(dataset)[: limit if limit is not None else None]
-    if not samples:
-        raise InputError("the dataset is empty")
+    samples = first_samples(dataset, limit)
     clock = Stopwatch()
     with clock("setup"):
         if text is not None:

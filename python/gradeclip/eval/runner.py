@@ -91,6 +91,14 @@ def _json_or_none(line: str) -> Any:
         return None
 
 
+def first_samples(dataset: Sequence[Sample], limit: int | None) -> list[Sample]:
+    """The samples a run evaluates: the first ``limit`` (all with None); an empty dataset is an :class:`InputError`."""
+    samples = list(dataset)[: limit if limit is not None else None]
+    if not samples:
+        raise InputError("the dataset is empty")
+    return samples
+
+
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     """Consecutive slices of ``items`` of ``size`` (the last may be shorter)."""
     for i in range(0, len(items), size):

@@ -18,7 +18,7 @@ from .datasets import CaptionTable
 from .models import EvalModel
 from .perturbation import MODES, check_modes, text_steps
 from .report import FaithfulnessResult, default_name
-from .runner import Stopwatch, positive_int, run_resumable, save
+from .runner import Stopwatch, first_samples, positive_int, run_resumable, save
 from .scorers import TextRetrievalScorer
 
 
@@ -59,9 +59,7 @@ def text_deletion_insertion(
     if not isinstance(dataset, CaptionTable):
         raise InputError(f"dataset must be a CaptionTable, got {type(dataset).__name__}")
     evaluated = EvalModel(model, tokenizer)
-    samples = list(dataset)[: limit if limit is not None else None]
-    if not samples:
-        raise InputError("the dataset is empty")
+    samples = first_samples(dataset, limit)
     clock = Stopwatch()
     with clock("setup"):
         captions = evaluated.encode_texts([s.caption or "" for s in dataset])
