@@ -7,12 +7,12 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo", "explain", "bench", "eval", "coverage", "synth", "finetune"]
+COMMANDS = ["demo", "explain", "bench", "eval", "analyze", "coverage", "synth", "finetune"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="gradeclip", description="Explain CLIP-style models with Grad-ECLIP and its baselines.")
     parser.add_argument("--version", action="version", version=f"gradeclip {__version__}")

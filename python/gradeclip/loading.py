@@ -60,9 +60,12 @@ def load(
     """Build an open_clip model with its evaluation preprocessing and tokenizer.
 
     Args:
-        name: an open_clip architecture (``open_clip.list_models()``), e.g. ``"ViT-B-16"``, or
+        name: an open_clip architecture (``open_clip.list_models()``), e.g. ``"ViT-B-16"``;
             ``"gradeclip-synth"``, the tiny CLIP trained on gradeclip's synthetic world and shipped
-            inside the package (no download; see ``docs/model-card-gradeclip-synth.md``).
+            inside the package (no download; see ``docs/model-card-gradeclip-synth.md``); or a
+            Hugging Face ``CLIPModel`` / BLIP retrieval model as a hub id (``"openai/clip-vit-base-patch32"``,
+            from the local cache when the hub is unreachable or ``HF_HUB_OFFLINE=1``) or a
+            ``save_pretrained`` folder with its tokenizer and image processor (:mod:`gradeclip.hf_loading`).
         pretrained: ``None`` for random weights (tests) — for ``"gradeclip-synth"``, its shipped
             weights, and a path loads weights written by ``gradeclip synth train``; an open_clip pretrained tag (e.g.
             ``"openai"``, ``"laion2b_s34b_b88k"``), fetched from the Hugging Face hub or its local
@@ -75,7 +78,8 @@ def load(
 
     Returns:
         ``(model, preprocess, tokenizer)``: the model in eval mode; ``preprocess`` maps a PIL image
-        to a float tensor ``[3, S, S]``; ``tokenizer`` maps a list of strings to ids ``[T, L]``.
+        to a float tensor ``[3, S, S]``; ``tokenizer`` maps a list of strings to ids ``[T, L]``
+        (for a Hugging Face model, the model's own image processor and tokenizer, wrapped).
 
     Raises:
         ModelLoadError: unknown architecture or tag, hub unreachable, unreadable or mismatched file.
@@ -89,6 +93,12 @@ def load(
         from .synth.model import load_synth
 
         return load_synth(pretrained, device=device, dtype=PRECISIONS[precision])
+    from .hf_loading import check_no_pretrained, is_hf_name, load_hf
+
+    if is_hf_name(name):
+        check_no_pretrained(name, pretrained)
+        local_only = Path(name).is_dir() or not _hub_reachable()
+        return load_hf(name, device=device, dtype=PRECISIONS[precision], local_only=local_only, cache_dir=cache_dir)
     _check_name(name)
     weights: str | None = None
     if pretrained is not None:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(table(results))
     if args.out is not None:
-        from ..finetune.checkpoint import write_json
+        from ..files import write_json
 
         write_json(args.out, results)
     return 0

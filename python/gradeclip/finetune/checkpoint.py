@@ -1,7 +1,7 @@
 """Fine-tuning checkpoints: one safetensors file holding the model, the AdamW state and (as JSON
 metadata) where the run stands, written atomically, read back tensors-only.
 
-A checkpoint names the architecture it was written for (every parameter's name and shape), so a
+Written with :mod:`gradeclip.files` (atomic replace). A checkpoint names the architecture it was written for (every parameter's name and shape), so a
 ``--resume`` with another model is refused instead of half-loaded.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..files import write_bytes
 
 META_KEY = "gradeclip"
 
@@ -29,29 +29,16 @@ def architecture(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file over ``path`` (readers never see a half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, record: dict[str, Any]) -> None:
-    """``record`` as indented JSON at ``path``, atomically."""
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
-
-
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """Write the model's weights, the optimizer's per-parameter state and ``state`` (JSON-able) to ``path``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     for i, param_state in optimizer.state_dict()["state"].items():
         for name, value in param_state.items():
             tensors[f"optim.{i}.{name}"] = torch.as_tensor(value).detach().contiguous().cpu()
     meta = {"architecture": architecture(model), **state}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)}))
+    write_bytes(path, save(tensors, metadata={META_KEY: json.dumps(meta)}))
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

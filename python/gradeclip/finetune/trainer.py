@@ -25,7 +25,8 @@ from ..data import Source
 from ..distributed import Ranks, barrier, init_ranks
 from ..errors import InputError, TrainingError
 from ..towers.registry import image_tower
-from .checkpoint import load_checkpoint, save_checkpoint, write_json
+from ..files import write_bytes, write_json
+from .checkpoint import load_checkpoint, save_checkpoint
 from .collective import gather_objects, gather_rows, sum_gradients
 from .dense import MAP_METHODS, image_forward, map_weights, phrase_maps, region_embeddings
 from .losses import LOCAL_TEMPERATURE, global_loss, local_loss
@@ -248,12 +249,9 @@ def save_model(model: nn.Module, path: Path, synth_config: dict[str, Any] | None
 
         save_weights(model, synth_config, path, {"finetune": record})
         return
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    from .checkpoint import atomic_write
-
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}))
 
 
 def finetune(
@@ -288,6 +286,8 @@ def finetune(
     cfg.check(ranks.world)
     out = Path(out)
     ckpt_path, record_path = out / CHECKPOINT, out / RECORD
+    if ranks.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
     if ranks.rank == 0 and not resume and ckpt_path.exists():
         raise InputError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue it or choose another --out")
     torch.manual_seed(cfg.seed)

@@ -4,11 +4,13 @@ reads (``pairs.csv``: columns ``image``, ``caption``), e.g. to fine-tune on them
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 
+from ..files import write_text
 from .captions import caption_of, random_caption
 from .scenes import DEFAULT_SIZE, make_scene
 
@@ -25,18 +27,17 @@ def write_pairs(out: str | os.PathLike[str], count: int, split: str = "train", s
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / "pairs.csv"
-    tmp = table.with_name(table.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "caption"])
-        for index in range(count):
-            scene = make_scene(index, split, seed, size)
-            name = f"{split}-{index:06d}.png"
-            scene.pil().save(folder / name)
-            if captions == "complete":
-                text = caption_of(scene).text
-            else:
-                text = random_caption(scene, np.random.default_rng((seed, CAPTION_STREAM, index))).text
-            writer.writerow([name, text])
-    os.replace(tmp, table)
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["image", "caption"])
+    for index in range(count):
+        scene = make_scene(index, split, seed, size)
+        name = f"{split}-{index:06d}.png"
+        scene.pil().save(folder / name)
+        if captions == "complete":
+            text = caption_of(scene).text
+        else:
+            text = random_caption(scene, np.random.default_rng((seed, CAPTION_STREAM, index))).text
+        writer.writerow([name, text])
+    write_text(table, rows.getvalue())
     return table
