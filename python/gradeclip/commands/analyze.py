@@ -71,12 +71,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, Path]:
-    import gradeclip
+    from ..explainer import Explainer
+    from ..loading import load
 
-    model, preprocess, tokenizer = gradeclip.load(args.model, args.pretrained, device=args.device, precision=args.precision)
+    model, preprocess, tokenizer = load(args.model, args.pretrained, device=args.device, precision=args.precision)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    return gradeclip.Explainer(model, tokenizer), preprocess, out
+    return Explainer(model, tokenizer), preprocess, out
 
 
 def _fail(name: str, exc: GradeclipError) -> int:
