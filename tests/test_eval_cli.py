@@ -52,7 +52,7 @@ def test_faithfulness_and_localization_commands_write_results(folders, tmp_path,
     )
     assert status == 0
     out = capsys.readouterr()
-    assert "Deletion ↓" in out.out and "predicted" in out.out and "RANDOM weights" in out.err
+    assert "Deletion ↓" in out.out and "predicted" in out.out and "has random weights (random, seed 0)" in out.err
     status = main(
         [
             "eval",

@@ -35,6 +35,7 @@ def add_parser(subparsers: Any) -> None:
     model.add_argument("--model", required=True, help="open_clip architecture (ViT-B-16, ...), or a folder with open_clip_config.json and weights (also as local-dir:FOLDER)")
     model.add_argument("--pretrained", help="open_clip pretrained tag or a checkpoint file (default: the folder's weights, else random weights)")
     model.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="model precision (default: fp32)")
+    model.add_argument("--seed", type=int, default=0, help="seed of random weights (no --pretrained): every run and process builds the same model (default: 0)")
     model.add_argument("--device", default="auto", help="auto (the rank's GPU if any, else CPU), cpu, cuda, cuda:N (default: auto)")
 
     data = p.add_argument_group("input")
@@ -70,7 +71,7 @@ def add_parser(subparsers: Any) -> None:
     extra.add_argument("--alpha", type=float, default=0.5, help="overlay: weight of the colour map (default: 0.5)")
     extra.add_argument("--colormap", choices=("jet", "viridis", "turbo"), default="jet", help="overlay colour map (default: jet)")
     extra.add_argument("--text-maps", action="store_true", help="also explain each text: word importances in the index (columns words, word_importance)")
-    extra.add_argument("--text-layers", type=int, default=8, help="text maps: the text tower's last blocks explained (default: 8)")
+    extra.add_argument("--text-layers", type=int, help="text maps: the text tower's last blocks explained (default: min(8, its depth))")
 
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="DIR", help="the store folder (created; resumed if it holds the same run)")
@@ -136,6 +137,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
         colormap=args.colormap,
         text_maps=args.text_maps,
         text_layers=args.text_layers,
+        seed=args.seed,
         shard_size=args.shard_size,
         precision=args.precision,
         batch_size=args.batch_size,
@@ -161,11 +163,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"gradeclip explain: error: {exc}", file=sys.stderr)
         return 2
     if summary.counts is not None:
-        c = summary.counts
-        print(
-            f"{args.out}: {c['samples']:,} samples, {c['ok']:,} explained pairs, {c['failed_samples']:,} samples failed "
-            f"(this run: {summary.samples:,} samples in {summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s)"
-        )
-        if c["errors"]:
+        print(summary.describe(args.out))
+        if summary.counts["errors"]:
             print(f"failures are listed in {args.out}/index.parquet (status == 'error', with the reason in 'error')")
     return 0
