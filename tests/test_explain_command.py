@@ -365,6 +365,7 @@ def test_torchrun_two_processes_match_one(tmp_path, model_dir, photos):
     done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert gradeclip.Store(tmp_path / "two").manifest["run"]["world_size"] == 2
+    assert "this run: 9 samples done (6 explained, 3 failed)" in done.stdout  # both ranks' work, not rank 0's share
     one, two = store_content(tmp_path / "one"), store_content(tmp_path / "two")
     assert one[0] == two[0]
     np.testing.assert_allclose(one[1], two[1], atol=1e-5)
