@@ -148,3 +148,56 @@ def reference_pooled_text_importance(model, tokens, image_emb, *, heads="single"
     with torch.no_grad():
         model_score = F.cosine_similarity(model.encode_text(tokens[None])[0], image_emb, dim=0)
     return importance.detach(), score.detach(), model_score
+
+
+def reference_authors_text_importance(model, tokens, image_emb, *, n_layers=8, lambda_keys="context", relu="after_sum", qk_space="attention"):
+    """The authors' released textual form (``grad_eclip_text.ipynb``; SPEC §3 (a), (b), §12), for
+    one text (token ids ``[L]``, the whole context) and one unit image embedding ``[E]``, single head,
+    written the way their notebook computes it: every one of the L positions runs through the
+    blocks, ``λ`` is min-max normalised over all L positions (``lambda_keys="context"``; or over
+    0..EOT with ``"attended"``) and the ReLU is applied once to the sum of the layers' terms
+    (``relu="after_sum"``; or per layer with ``"per_layer"``). ``qk_space="out_proj"`` passes q and
+    k through the output projection first (their ``generate_emap.py``). Returns
+    ``(importance [L], explained score)``.
+    """
+    text, _, _ = text_modules(model)
+    length = tokens.shape[0]
+    x = text.token_embedding(tokens[None]) + text.positional_embedding[:length]
+    mask = text.attn_mask[:length, :length]
+    eot = int(tokens.argmax())
+    blocks = list(text.transformer.resblocks)
+    for blk in blocks[: len(blocks) - n_layers]:
+        x = blk(x, attn_mask=mask)
+    kept = []
+    for blk in blocks[len(blocks) - n_layers :]:
+        width = x.shape[-1]
+        h = blk.ln_1(x)[0]
+        w, b = blk.attn.in_proj_weight, blk.attn.in_proj_bias
+        q, k, v = (h @ w.T + b).chunk(3, dim=-1)  # [L, D] each
+        attn = torch.softmax(q @ k.T / math.sqrt(width) + mask, dim=-1)
+        o = (attn @ v).unsqueeze(0)
+        y = x + blk.ls_1(blk.attn.out_proj(o))
+        x = y + blk.ls_2(blk.mlp(blk.ln_2(y)))
+        if qk_space == "out_proj":
+            q, k = blk.attn.out_proj(q), blk.attn.out_proj(k)
+        kept.append((q.detach(), k.detach(), v.detach(), o))
+    pooled = text.ln_final(x[0, eot])
+    proj = text.text_projection
+    e = proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj
+    score = F.cosine_similarity(e, image_emb, dim=0)
+    grads = torch.autograd.grad(score, [entry[-1] for entry in kept])
+    terms = []
+    for (q, k, v, _), grad in zip(kept, grads):
+        g = grad[0, eot]
+        keys = length if lambda_keys == "context" else eot + 1
+        cos = F.normalize(k[:keys], dim=-1) @ F.normalize(q[eot], dim=-1)
+        lam = (cos - cos.min()) / (cos.max() - cos.min())
+        term = torch.zeros(length)
+        term[:keys] = lam * (v[:keys] @ g)
+        terms.append(term)
+    stacked = torch.stack(terms)
+    emap = torch.relu(stacked.sum(0)) if relu == "after_sum" else torch.relu(stacked).sum(0)
+    importance = torch.zeros(length)
+    total = emap[1:eot].sum()
+    importance[1:eot] = emap[1:eot] / total if total > 0 else 0.0  # theirs divides 0 by 0 here; SPEC §3 keeps zeros
+    return importance.detach(), score.detach()

@@ -56,7 +56,8 @@ def test_folder_lists_images_recursively_in_sorted_order(tmp_path):
     samples = source.samples(0, len(source))
     assert [s.key for s in samples] == ["a.png", "b/c.jpeg", "b/deep/x.JPG"]
     assert [s.caption for s in samples] == ["a caption", None, None]
-    assert source.has_captions and not source.has_labels
+    assert source.has_captions and all(s.label is None for s in samples)
+    assert [s.index for s in samples] == [0, 1, 2]
     assert samples[2].path == str(tmp_path.resolve() / "b/deep/x.JPG")
     assert [s.key for s in source.samples(1, 3)] == ["b/c.jpeg", "b/deep/x.JPG"]
     before = source.fingerprint()
@@ -91,7 +92,7 @@ def test_parquet_table(tmp_path):
     pq.write_table(pa.table({"image": ["a.jpg", "b.jpg"], "label": [7, 2]}), tmp_path / "t.parquet")
     source = open_source(tmp_path / "t.parquet")
     assert [s.label for s in source.samples(0, 2)] == ["7", "2"]
-    assert not source.has_captions and source.has_labels
+    assert not source.has_captions
 
 
 @pytest.mark.parametrize(
@@ -158,3 +159,78 @@ def test_open_source_refuses_unknown(tmp_path):
         open_source(tmp_path / "nothing-here")
     with pytest.raises(InputError, match="format must be one of"):
         open_source(tmp_path, format="zip")
+
+
+def test_decoder_turns_images_upright_by_their_exif_orientation(tmp_path):
+    """The one decoder applies the EXIF orientation tag (6 = the camera was turned 90° clockwise:
+    the stored pixels must be rotated 90° clockwise to be upright), for files and for bytes."""
+    from gradeclip.data import load_image
+
+    pixels = np.random.default_rng(3).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "turned.png", exif=exif)
+    upright = np.rot90(pixels, k=-1)  # 90° clockwise: [10, 6, 3]
+    np.testing.assert_array_equal(load_image(tmp_path / "turned.png"), upright)
+    np.testing.assert_array_equal(np.asarray(decode_image((tmp_path / "turned.png").read_bytes())), upright)
+    Image.fromarray(pixels).convert("L").save(tmp_path / "grey.png")
+    assert load_image(tmp_path / "grey.png").shape == (6, 10, 3)
+
+
+def test_unreadable_files_raise_an_input_error_naming_them(tmp_path):
+    from gradeclip.data import load_image, load_mask
+
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    for load in (load_image, load_mask):
+        with pytest.raises(UnreadableImage, match="broken.png.*not a recognised image format") as info:
+            load(tmp_path / "broken.png")
+        assert isinstance(info.value, InputError)
+    with pytest.raises(UnreadableImage, match="missing.png.*cannot read file"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_folder_labels_from_class_folders_and_masks(tmp_path):
+    """``labels="folders"``: int labels in sorted folder order (or a class index's order);
+    ``masks=``: images pair with ``<rel>.png`` masks, the others are left out and counted."""
+    for name in ("b_cls/1.jpg", "a_cls/2.jpg", "a_cls/1.jpg", "b_cls/sub/3.jpg"):
+        (tmp_path / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "images" / name).write_bytes(jpeg(len(name)))
+    for name in ("a_cls/1.png", "b_cls/sub/3.png"):
+        (tmp_path / "masks" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.eye(4, dtype=np.uint8) * 255).save(tmp_path / "masks" / name)
+    source = FolderSource(tmp_path / "images", labels="folders")
+    samples = source.samples(0, len(source))
+    assert [(s.key, s.label, s.index) for s in samples] == [("a_cls/1.jpg", 0, 0), ("a_cls/2.jpg", 0, 1), ("b_cls/1.jpg", 1, 2), ("b_cls/sub/3.jpg", 1, 3)]
+    assert source.class_names == ["a cls", "b cls"]
+    (tmp_path / "index.txt").write_text("b_cls bees\na_cls ants\n")
+    indexed = FolderSource(tmp_path / "images", labels="folders", class_index=tmp_path / "index.txt")
+    assert [s.label for s in indexed.samples(0, 4)] == [1, 1, 0, 0] and indexed.class_names == ["bees", "ants"]
+    masked = FolderSource(tmp_path / "images", labels="auto", masks=tmp_path / "masks")
+    assert [(s.key, s.mask) for s in masked.samples(0, len(masked))] == [
+        ("a_cls/1.jpg", str((tmp_path / "masks/a_cls/1.png").resolve())),
+        ("b_cls/sub/3.jpg", str((tmp_path / "masks/b_cls/sub/3.png").resolve())),
+    ]
+    assert masked.missing_masks == 2 and [s.label for s in masked.samples(0, 2)] == [0, 1]
+    assert FolderSource(tmp_path / "images").fingerprint() != indexed.fingerprint()
+    (tmp_path / "images" / "loose.jpg").write_bytes(jpeg(0))
+    assert FolderSource(tmp_path / "images", labels="auto").class_names == []
+    with pytest.raises(InputError, match="every image must sit in a class sub-folder"):
+        FolderSource(tmp_path / "images", labels="folders")
+    with pytest.raises(InputError, match="labels must be one of"):
+        FolderSource(tmp_path / "images", labels="yes")
+
+
+def test_one_column_rule_for_every_table_reader(tmp_path):
+    """Explain's tables and the evaluation's caption tables pick columns the same way and say the same."""
+    from gradeclip.eval import CaptionTable
+
+    (tmp_path / "a.jpg").write_bytes(jpeg(0))
+    (tmp_path / "t.csv").write_text("path,title,label\na.jpg,a cat,3\n")
+    source, table = TableSource(tmp_path / "t.csv"), CaptionTable(tmp_path / "t.csv")
+    assert source.columns["image"] == "path" and source.columns["caption"] == "title"
+    assert [(s.key, s.caption, s.path) for s in table] == [("a.jpg", "a cat", source.samples(0, 1)[0].path)]
+    (tmp_path / "u.csv").write_text("path,label\na.jpg,3\n")
+    assert TableSource(tmp_path / "u.csv").columns["caption"] is None
+    for read in (lambda: TableSource(tmp_path / "u.csv", require_captions=True), lambda: CaptionTable(tmp_path / "u.csv")):
+        with pytest.raises(InputError, match="cannot tell which column holds the captions.*--caption-column"):
+            read()

@@ -9,6 +9,7 @@ from PIL import Image
 
 from gradeclip.cli import main
 from gradeclip.demo import DEFAULT_MODEL, PHOTOS, SCENES
+from gradeclip.files import is_temporary
 from gradeclip.synth import examples
 
 
@@ -24,7 +25,7 @@ def _check_files(out, overlay_size: int) -> str:
     page = (out / "index.html").read_text()
     assert all(f"overlays/{p.name}__{q.name}.png" in page for p in PHOTOS for q in PHOTOS)
     assert all(f"scenes/scene{e}__o{k}.png" in page for e, k in objects)
-    assert not list(out.rglob(".*.tmp"))
+    assert not [p for p in out.rglob("*") if is_temporary(p.name)]
     return page
 
 

@@ -179,7 +179,7 @@ def test_classification_harness_equals_a_slow_loop(photo_root, model, tokenizer,
     weights = classifier_weights(model, tokenizer, names)
     expected = {mode: [] for mode in ev.MODES}
     for sample in dataset:
-        image = np.asarray(Image.open(sample.image).convert("RGB"))
+        image = np.asarray(Image.open(sample.path).convert("RGB"))
         seen = ref.pillow_geometry(image, SIZE)
         x = preprocess(Image.fromarray(image))[None]
         heat = reference_map(model, x, weights[sample.label], (SIZE, SIZE))
@@ -217,7 +217,7 @@ def test_predicted_target_starts_correct_and_batched_explaining_runs(photo_root,
     )
     # the prediction on the clean image, and the untouched first checkpoint is predicted as itself
     # (both decided where the top two logits are further apart than float noise)
-    originals = [np.asarray(Image.open(s.image).convert("RGB")) for s in dataset]
+    originals = [np.asarray(Image.open(s.path).convert("RGB")) for s in dataset]
     logits = reference_embeddings(model, originals, preprocess) @ classifier_weights(model, tokenizer, names).T
     top2 = logits.topk(2, dim=1).values
     decided = ((top2[:, 0] - top2[:, 1]) > ref.MARGIN).numpy()
@@ -321,7 +321,7 @@ def test_localization_harness_equals_a_slow_loop(photo_root, model, tokenizer, p
     assert not result.skipped and len(result.keys) == len(dataset) == 7
     undecided = []
     for n, sample in enumerate(dataset):
-        image = np.asarray(Image.open(sample.image).convert("RGB"))
+        image = np.asarray(Image.open(sample.path).convert("RGB"))
         mask_img = Image.open(sample.mask)
         if mask_img.mode == "RGB":
             rgb = np.asarray(mask_img).astype(int)
@@ -535,5 +535,5 @@ def test_native_resolution_perturbs_the_original_image(photo_root, model, tokeni
         limit=2,
         progress=False,
     )
-    assert seen_sizes[:2] == [ev.load_image(s.image).shape[:2] for s in list(dataset)[:2]]
+    assert seen_sizes[:2] == [ev.load_image(s.path).shape[:2] for s in list(dataset)[:2]]
     assert result.hits["deletion"].shape == (2, 5, 2) and result.settings["resolution"] == "native"

@@ -20,7 +20,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from gradeclip import render
-from gradeclip.errors import InputError
+from gradeclip.errors import InputError, InputTypeError
 
 
 @pytest.fixture
@@ -201,30 +201,30 @@ def test_save_overlays_writes_atomically(tmp_path, rng):
 
 
 def test_single_path_is_rejected(tmp_path, rng):
-    with pytest.raises(TypeError, match="sequence of paths"):
+    with pytest.raises(InputTypeError, match="sequence of paths"):
         render.save_overlays(str(tmp_path / "x.png"), photos(1, [(8, 8)]), rng.random((1, 2, 2)))
 
 
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        pytest.param(lambda: render.upsample(np.zeros((2, 3, 3), np.int64), (5, 5)), TypeError, "maps must be floating", id="int-maps"),
-        pytest.param(lambda: render.upsample([np.zeros((3, 3)), np.zeros((3, 3), bool)], (5, 5)), TypeError, r"maps\[1\]", id="bool-map-in-list"),
+        pytest.param(lambda: render.upsample(np.zeros((2, 3, 3), np.int64), (5, 5)), InputTypeError, "maps must be floating", id="int-maps"),
+        pytest.param(lambda: render.upsample([np.zeros((3, 3)), np.zeros((3, 3), bool)], (5, 5)), InputTypeError, r"maps\[1\]", id="bool-map-in-list"),
         pytest.param(lambda: render.upsample(np.zeros((3, 3), np.float32), (5, 5)), InputError, "3 dimensions", id="2d-batch"),
         pytest.param(lambda: render.upsample([np.zeros((3, 3, 1))], (5, 5)), InputError, r"maps\[0\] must have 2", id="3d-map-in-list"),
         pytest.param(lambda: render.upsample(np.zeros((2, 0, 3), np.float32), (5, 5)), InputError, "empty", id="empty-map"),
         pytest.param(lambda: render.upsample(np.zeros((2, 3, 3), np.float32), (0, 5)), InputError, "positive", id="zero-size"),
         pytest.param(lambda: render.upsample(np.zeros((2, 3, 3), np.float32), [(4, 4)] * 3), InputError, "3 sizes for 2 maps", id="sizes-count"),
         pytest.param(lambda: render.upsample(np.zeros((2, 3, 3), np.float32), [(4, 4), (4, "a")]), InputError, r"size\[1\]", id="bad-pair"),
-        pytest.param(lambda: render.upsample(np.zeros((1, 3, 3), np.float32), (4, 4), "nearest"), ValueError, "bilinear", id="unknown-mode"),
-        pytest.param(lambda: render.colorize(np.zeros((1, 3, 3), np.float32), "hot"), ValueError, "viridis", id="unknown-colormap"),
-        pytest.param(lambda: render.encode_png(np.zeros((1, 3, 3, 3), np.uint8), "max"), ValueError, "balanced", id="unknown-compression"),
-        pytest.param(lambda: render.overlay(np.zeros((2, 8, 8, 3), np.float32), np.zeros((2, 3, 3))), TypeError, r"images must be uint8", id="float-images"),
+        pytest.param(lambda: render.upsample(np.zeros((1, 3, 3), np.float32), (4, 4), "nearest"), InputError, "bilinear", id="unknown-mode"),
+        pytest.param(lambda: render.colorize(np.zeros((1, 3, 3), np.float32), "hot"), InputError, "viridis", id="unknown-colormap"),
+        pytest.param(lambda: render.encode_png(np.zeros((1, 3, 3, 3), np.uint8), "max"), InputError, "balanced", id="unknown-compression"),
+        pytest.param(lambda: render.overlay(np.zeros((2, 8, 8, 3), np.float32), np.zeros((2, 3, 3))), InputTypeError, r"images must be uint8", id="float-images"),
         pytest.param(lambda: render.overlay([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 4), np.uint8)], np.zeros((2, 3, 3))), InputError, r"images\[1\]", id="rgba-image"),
         pytest.param(lambda: render.overlay([np.zeros((0, 8, 3), np.uint8)], np.zeros((1, 3, 3))), InputError, r"images\[0\].*empty", id="empty-image"),
         pytest.param(lambda: render.overlay(np.zeros((3, 8, 8, 3), np.uint8), np.zeros((2, 3, 3))), InputError, "3 images for 2 maps", id="images-count"),
         pytest.param(lambda: render.overlay(np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 3, 3)), alpha=1.5), InputError, "alpha", id="alpha-range"),
-        pytest.param(lambda: render.encode_png(["not an array"]), TypeError, r"images\[0\]", id="not-an-array"),
+        pytest.param(lambda: render.encode_png(["not an array"]), InputTypeError, r"images\[0\]", id="not-an-array"),
     ],
 )
 def test_bad_input_is_named(call, error, match):
@@ -247,7 +247,7 @@ def test_bad_input_is_named(call, error, match):
 def test_non_finite_maps_are_rejected_by_index(call, bad):
     maps = np.zeros((3, 4, 4), np.float32)
     maps[2, 1, 3] = bad
-    with pytest.raises(ValueError, match=r"maps\[2\] contains NaN or infinity"):
+    with pytest.raises(InputError, match=r"maps\[2\] contains NaN or infinity"):
         call(maps)
 
 
@@ -332,11 +332,11 @@ def test_thread_count_comes_from_environment(monkeypatch):
     monkeypatch.setenv("GRADECLIP_NUM_THREADS", "3")
     assert gradeclip.build_info()["threads"] == 3
     monkeypatch.setenv("GRADECLIP_NUM_THREADS", "zero")
-    with pytest.raises(ValueError, match="GRADECLIP_NUM_THREADS must be a positive integer"):
+    with pytest.raises(InputError, match="GRADECLIP_NUM_THREADS must be a positive integer"):
         gradeclip.build_info()
     # A forked child builds its pool from the environment it sees, so the bad value surfaces there.
     answer = in_forked_child(lambda: str(render.upsample(np.ones((1, 2, 2)), (3, 3)).sum()))
-    assert answer.startswith("ValueError: GRADECLIP_NUM_THREADS must be a positive integer")
+    assert answer.startswith("InputError: GRADECLIP_NUM_THREADS must be a positive integer")
 
 
 # ImageExplanation views built on render.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 
 import pytest
 from PIL import Image
 
 import gradeclip
+from gradeclip import text_render
 from gradeclip.text_render import SHADE, spaces_before, text_html, text_png, word_colours
 
 WORDS = [('"', 0.05), ("Hello", 0.4), (',"', 0.0), ("<b>café</b>", 0.2), ("東京", 0.35)]
@@ -42,8 +44,10 @@ def test_spacing_needs_the_words_own_caption():
         spaces_before(WORDS, "something else")
 
 
-def test_png_decodes_and_wraps():
-    one_line = Image.open(io.BytesIO(text_png(WORDS, text=TEXT, width=640)))
+def test_png_decodes_and_wraps(monkeypatch):
+    monkeypatch.setattr(text_render, "_WARNED", set())
+    with pytest.warns(UserWarning, match="no glyphs for 東 京"):  # DejaVu Sans (or Pillow's font) has no CJK
+        one_line = Image.open(io.BytesIO(text_png(WORDS, text=TEXT, width=640)))
     assert one_line.format == "PNG" and one_line.mode == "RGB" and one_line.width == 640
     many = [(f"word{i}", i / 30) for i in range(30)]
     wrapped = Image.open(io.BytesIO(text_png(many, width=200, font_size=16)))
@@ -56,3 +60,21 @@ def test_png_decodes_and_wraps():
 def test_bad_words_raise(bad):
     with pytest.raises(gradeclip.InputError):
         text_html(bad)
+
+
+def test_text_png_warns_once_about_missing_glyphs(monkeypatch):
+    monkeypatch.setattr(text_render, "_WARNED", set())
+    font = "DejaVuSans.ttf"
+    try:
+        from PIL import ImageFont
+
+        ImageFont.truetype(font, 20)
+    except OSError:
+        font = None  # Pillow's built-in font lacks CJK too
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text_png([("a", 0.5), ("café", 0.5)], font_path=font)
+        assert not caught  # Latin letters are in the font
+        text_png([("東京", 0.7), ("cat", 0.3)], font_path=font)
+        text_png([("東京", 0.7)], font_path=font)  # the same characters again: no second warning
+    assert len(caught) == 1 and "has no glyphs for 東 京" in str(caught[0].message) and "font_path=" in str(caught[0].message)

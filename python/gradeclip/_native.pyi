@@ -1,9 +1,26 @@
-"""Type stubs for the compiled extension ``gradeclip._native`` (built from ``rust/``)."""
+"""Type stubs for the compiled extension ``gradeclip._native`` (built from ``rust/``); checked
+against the compiled module by tests/test_native.py. Call it through ``gradeclip.native``."""
 
 import os
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "build_info",
+    "perturbation_checkpoints",
+    "perturbation_batch",
+    "resize_center_crop",
+    "model_ready",
+    "curve_auc",
+    "localization_metrics",
+    "upsample",
+    "normalize",
+    "colorize",
+    "overlay",
+    "encode_png",
+    "save_overlays",
+]
 
 def build_info() -> dict[str, object]:
     """Crate version, whether the build is abi3, debug assertions on/off, worker threads."""

@@ -12,7 +12,7 @@ COMMANDS = ["demo", "explain", "bench", "eval", "coverage", "synth"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="gradeclip", description="Explain CLIP-style models with Grad-ECLIP and its baselines.")
     parser.add_argument("--version", action="version", version=f"gradeclip {__version__}")

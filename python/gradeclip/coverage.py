@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from .errors import UnsupportedModelError
 from .explainer import Explainer
+from .files import write_text
 from .towers.registry import image_tower, text_tower
 
 BLOCKS = 2  # blocks per tower in the coverage build
@@ -287,12 +288,6 @@ def markdown(rows: list[Row], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_coverage(names: list[str], jsonl: Path | None = None, progress: bool = True) -> list[Row]:
     """Cover ``names`` in order. With ``jsonl``, each finished row is appended there and rows
     already in it are reused, so an interrupted run resumes where it stopped."""
@@ -345,7 +340,7 @@ def main_args(args: argparse.Namespace) -> int:
     table = markdown(rows, command)
     print(table)
     if args.out is not None:
-        _write_atomic(args.out, table)
+        write_text(args.out, table)
     return 1 if any(r.crashed for r in rows) else 0
 
 

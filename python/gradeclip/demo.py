@@ -20,6 +20,7 @@ from PIL import Image
 
 from . import render
 from .explainer import Explainer
+from .files import write_bytes, write_text
 from .loading import SYNTH_MODEL, load
 from .synth import examples
 
@@ -71,12 +72,6 @@ def _photos() -> list[tuple[Photo, Image.Image]]:
     return [(photo, Image.fromarray(getattr(data, photo.name)()).convert("RGB")) for photo in PHOTOS]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def has_random_weights(model_name: str, pretrained: str | None) -> bool:
     """Whether :func:`~gradeclip.loading.load` gives ``model_name`` random weights: an open_clip
     architecture without ``pretrained`` (``gradeclip-synth`` loads its shipped weights)."""
@@ -118,7 +113,7 @@ def run_demo(out_dir: str | os.PathLike[str], model_name: str = DEFAULT_MODEL, p
             cells.append((path.relative_to(out).as_posix(), text, float(visual.scores[0, t])))
         textual = explainer.explain_text(batch, [example.caption.text], n_layers=text_layers)
         words = textual.words(0, 0)
-        (out / "words" / f"scene{e}.png").write_bytes(render.text_png(words, text=example.caption.text))
+        write_bytes(out / "words" / f"scene{e}.png", render.text_png(words, text=example.caption.text))
         scene_rows.append((f"scene{e}", example, cells, render.text_html(words, text=example.caption.text)))
     render.save_overlays(scene_paths, scene_images, scene_maps)
 
@@ -139,12 +134,12 @@ def run_demo(out_dir: str | os.PathLike[str], model_name: str = DEFAULT_MODEL, p
             overlay_maps.append(visual.maps[b, t].cpu().numpy())
     render.save_overlays(overlay_paths, overlay_images, overlay_maps)
     for b, (photo, _) in enumerate(photos):
-        (out / "words" / f"{photo.name}.png").write_bytes(render.text_png(textual.words(b, b), text=photo.caption))
+        write_bytes(out / "words" / f"{photo.name}.png", render.text_png(textual.words(b, b), text=photo.caption))
 
     scores = visual.scores.cpu().numpy()
     random_weights = has_random_weights(model_name, pretrained)
     page = _page(model_name, pretrained, scene_rows, photos, scores, textual, random_weights)
-    _write_atomic(out / "index.html", page)
+    write_text(out / "index.html", page)
     return DemoReport(out / "index.html", scene_paths + overlay_paths, scores, random_weights)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 __all__ = [
     "GradeclipError",
     "InputError",
+    "InputTypeError",
+    "UnreadableImage",
     "UnsupportedModelError",
     "UnknownMethodError",
     "ModelLoadError",
@@ -25,6 +27,16 @@ class GradeclipError(Exception):
 
 class InputError(GradeclipError, ValueError):
     """An input (image batch, text list, option value, array) is malformed; the message names it."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An input has the wrong type or dtype (a list where an array belongs, float images, integer
+    maps): an :class:`InputError` that is also a ``TypeError``, the built-in type Python uses."""
+
+
+class UnreadableImage(InputError):
+    """An image (or mask) file that cannot be read or decoded; ``str(exc)`` says why (dataset runs
+    record it as the sample's error row)."""
 
 
 class UnsupportedModelError(GradeclipError, TypeError):

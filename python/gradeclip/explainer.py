@@ -10,13 +10,14 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .compat import resolve
 from .errors import InputError, UnsupportedModelError
 from .methods import get_method
 from .methods.gradeclip_text import grad_eclip_text
 from .results import ImageExplanation, PairExplanation, TextExplanation
 from .towers.base import ImageTower, TextTower
 from .towers.registry import image_tower, text_tower
-from .words import WordAlignment, tokenize_captions, warn_truncated
+from .words import HFTokenizer, WordAlignment, tokenize_captions, warn_truncated
 
 TEXT_BATCH = 256  # texts encoded per text-tower forward
 TEXT_LAYERS = 8  # text blocks explained by default (the paper's choice for ViT-B), at most the tower's depth
@@ -83,18 +84,21 @@ class Explainer:
     Args:
         model: the model, e.g. from :func:`gradeclip.load`.
         tokenizer: turns a list of strings into token ids ``[T, context_length]``; needed when
-            texts are given as strings (the tokenizer :func:`gradeclip.load` returns). Models whose
-            tokenizer is not at hand (SigLIP's needs a hub download; transformers models) take
-            token ids ``[T, L]`` directly.
+            texts are given as strings (the tokenizer :func:`gradeclip.load` returns). A Hugging
+            Face fast tokenizer or processor is wrapped in :class:`~gradeclip.words.HFTokenizer`
+            (words from its offsets). Models whose tokenizer is not at hand (SigLIP's needs a hub
+            download) take token ids ``[T, L]`` directly.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Callable[[list[str]], Tensor] | None = None):
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.tokenizer = tokenizer
         self._image_tower: ImageTower | None = None
         self._text_tower: TextTower | None = None
+        if type(tokenizer).__module__.startswith("transformers."):  # a Hugging Face tokenizer or processor
+            tokenizer = HFTokenizer(getattr(tokenizer, "tokenizer", tokenizer), self.text_tower.context_length)
+        self.tokenizer = tokenizer
 
     @property
     def image_tower(self) -> ImageTower:
@@ -161,6 +165,7 @@ class Explainer:
         texts: str | Sequence[str] | Tensor,
         *,
         method: str = "gradeclip",
+        compat: str | None = None,
         **options: Any,
     ) -> ImageExplanation:
         """Explain each image against every text.
@@ -176,6 +181,10 @@ class Explainer:
                 ``"none"``), ``qk_space`` (``"attention"`` | ``"out_proj"``), ``n_layers`` (≥ 1),
                 ``per_head`` (bool). Options listed in the method's ``text_options`` (e.g. CLIP
                 Surgery's ``redundant``) also take texts, which are encoded like ``texts``.
+            compat: ``"authors"``: Grad-ECLIP's options as the authors' evaluation scripts
+                (``qk_space="out_proj"``; SPEC §12, :mod:`gradeclip.compat`); options given
+                explicitly win. The native resolution they used is the images' preparation:
+                ``gradeclip.native_preprocess(image, model, compat="authors")``.
 
         Returns:
             :class:`ImageExplanation` with ``maps`` ``[B, T, h, w]`` float32 (token grid, or pixels
@@ -184,6 +193,10 @@ class Explainer:
         """
         if self.image_tower.score == "logit":
             raise InputError(f"{self.image_tower.description} is an image classifier: explain its classes with explain_classes")
+        if compat is not None:
+            if method != "gradeclip":
+                raise InputError(f"compat={compat!r} sets Grad-ECLIP's options; method {method!r} has none of them (use method='gradeclip')")
+            options = resolve(compat, "image", options)
         targets, text_list = self.encode_texts(texts)
         return self._explain_targets(images, targets, method, options, texts=text_list)
 
@@ -275,6 +288,10 @@ class Explainer:
         *,
         n_layers: int | None = None,
         heads: str = "single",
+        qk_space: str | None = None,
+        lambda_keys: str | None = None,
+        relu: str | None = None,
+        compat: str | None = None,
     ) -> TextExplanation:
         """Explain which tokens (and words) of each text made it match each image (SPEC §3).
 
@@ -286,13 +303,19 @@ class Explainer:
         Args:
             images: float tensor ``[B, 3, H, W]``, preprocessed as for :meth:`explain_image`.
             texts: a caption or a list of captions (strings; the Explainer's tokenizer must be
-                open_clip's ``SimpleTokenizer``), or token ids ``[T, L]`` made by the model's own
+                open_clip's ``SimpleTokenizer`` or a Hugging Face fast tokenizer), or token ids ``[T, L]`` made by the model's own
                 tokenizer (any model; then there are no words, only token positions). Captions
                 longer than the context length are truncated with a ``TruncationWarning`` (a
                 ``UserWarning``) naming them.
             n_layers: how many of the text tower's last blocks are explained (1..depth); None:
                 ``min(8, depth)`` (:func:`default_text_layers`).
             heads: ``"single"`` or ``"model"``.
+            qk_space: ``"attention"`` (default) or ``"out_proj"`` (q, k through the output projection).
+            lambda_keys: ``"attended"`` (default: λ min-max over tokens 0..EOT, SPEC §3) or
+                ``"context"`` (over every context position, padding included: SPEC §3 (a)).
+            relu: ``"per_layer"`` (default, SPEC §3) or ``"after_sum"`` (once on the layer sum: §3 (b)).
+            compat: ``"authors"``: the authors' released form (``lambda_keys="context"``,
+                ``relu="after_sum"``; SPEC §12); options given explicitly win.
 
         Returns:
             :class:`TextExplanation` with ``importance`` ``[B, T, L]`` float32 (L = the context
@@ -304,6 +327,7 @@ class Explainer:
                 that cannot be mapped back to words.
             UnsupportedModelError: a text tower Grad-ECLIP cannot explain.
         """
+        form = resolve(compat, "text", {"lambda_keys": lambda_keys, "relu": relu, "qk_space": qk_space})
         tower = self.text_tower
         if n_layers is None:
             n_layers = default_text_layers(tower)
@@ -328,7 +352,7 @@ class Explainer:
             raise UnsupportedModelError(f"image embeddings have width {targets.shape[-1]}, text embeddings {tower.embed_dim}")
         with evaluation_mode(self.model):  # up to TEXT_BATCH texts per forward, to bound memory
             outs = [
-                grad_eclip_text(tower, tokens[i : i + TEXT_BATCH], targets, heads=heads, n_layers=n_layers)
+                grad_eclip_text(tower, tokens[i : i + TEXT_BATCH], targets, heads=heads, n_layers=n_layers, **form)
                 for i in range(0, tokens.shape[0], TEXT_BATCH)
             ]
         return TextExplanation(
@@ -337,7 +361,7 @@ class Explainer:
             model_scores=torch.cat([out.model_scores for out in outs], dim=1),
             texts=captions,
             alignments=alignments,
-            options={"n_layers": n_layers, "heads": heads},
+            options={"n_layers": n_layers, "heads": heads, **form},
         )
 
     def explain_pair(
@@ -348,6 +372,7 @@ class Explainer:
         heads: str = "single",
         n_layers: int = 1,
         n_text_layers: int | None = None,
+        compat: str | None = None,
     ) -> PairExplanation:
         """The visual map and the word importances of one (image, text) pair (the paper's Fig. 4).
 
@@ -357,6 +382,7 @@ class Explainer:
             heads: ``"single"`` or ``"model"``, for both sides.
             n_layers: image-tower blocks explained (SPEC §2; default 1).
             n_text_layers: text-tower blocks explained (SPEC §3; default ``min(8, depth)``).
+            compat: ``"authors"``: both sides in the authors' released form (SPEC §12).
 
         Returns:
             :class:`PairExplanation`: ``.map`` ``[h, w]``, ``.words``, and both full explanations.
@@ -367,8 +393,8 @@ class Explainer:
             image = image.unsqueeze(0)
         if isinstance(image, Tensor) and image.ndim == 4 and image.shape[0] != 1:
             raise InputError(f"explain_pair takes one image, got a batch of {image.shape[0]}; use explain_image / explain_text")
-        textual = self.explain_text(image, [text], n_layers=n_text_layers, heads=heads)
-        visual = self.explain_image(image, [text], method="gradeclip", heads=heads, n_layers=n_layers)
+        textual = self.explain_text(image, [text], n_layers=n_text_layers, heads=heads, compat=compat)
+        visual = self.explain_image(image, [text], method="gradeclip", compat=compat, heads=heads, n_layers=n_layers)
         return PairExplanation(visual=visual, textual=textual)
 
     def _encode_option(self, name: str, value: Any) -> Tensor:

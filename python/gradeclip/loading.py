@@ -46,7 +46,8 @@ class ModelIdentity:
             built elsewhere.
         weights: where the weights came from: ``"open_clip tag openai"``, ``"file /abs/path"``,
             ``"shipped"``, ``"random, seed 0"``, ``"folder"`` (a ``local-dir`` checkpoint),
-            ``"hub"`` (``hf-hub:``) or ``"given in memory"``.
+            ``"hub"`` (``hf-hub:``), ``"transformers hub"`` / ``"transformers folder"`` (a Hugging
+            Face model by hub id or ``save_pretrained`` folder) or ``"given in memory"``.
         file_sha256: SHA-256 of the weights file (``file``, ``folder`` and ``shipped`` weights), else None.
         precision: ``fp32``, ``fp16`` or ``bf16`` (None for a model built elsewhere).
         fingerprint: SHA-256 over the model's ``state_dict`` (names, dtypes, shapes, bytes, in
@@ -234,7 +235,14 @@ def _folder_checkpoint(name: str) -> Path | None:
 def weights_source(name: str, pretrained: str | os.PathLike[str] | None, seed: int = 0) -> ModelIdentity:
     """What :func:`load` would load, known without loading it: the identity's architecture,
     ``weights`` and ``file_sha256`` (no precision, no fingerprint). Raises :class:`ModelLoadError`
-    for a checkpoint file that does not exist."""
+    for an unknown architecture or a checkpoint file that does not exist."""
+    from .hf_loading import check_no_pretrained, is_hf_name
+
+    if name != SYNTH_MODEL and is_hf_name(name):
+        check_no_pretrained(name, pretrained)
+        return ModelIdentity(name, "transformers folder" if Path(name).is_dir() else "transformers hub")
+    if name != SYNTH_MODEL:
+        _check_name(name)
     if name == SYNTH_MODEL:
         from .synth.model import shipped_weights
 
@@ -266,7 +274,9 @@ def skeleton(name: str, pretrained: str | os.PathLike[str] | None = None) -> nn.
     unknown architecture."""
     import open_clip
 
-    if name.startswith("hf-hub:"):
+    from .hf_loading import is_hf_name
+
+    if name.startswith("hf-hub:") or (name != SYNTH_MODEL and is_hf_name(name)):
         return None
     if name == SYNTH_MODEL:
         from .synth.model import build_model, read_config, shipped_weights
@@ -295,9 +305,12 @@ def load(
     """Build an open_clip model with its evaluation preprocessing and tokenizer.
 
     Args:
-        name: an open_clip architecture (``open_clip.list_models()``), e.g. ``"ViT-B-16"``, or
+        name: an open_clip architecture (``open_clip.list_models()``), e.g. ``"ViT-B-16"``;
             ``"gradeclip-synth"``, the tiny CLIP trained on gradeclip's synthetic world and shipped
-            inside the package (no download; see ``docs/model-card-gradeclip-synth.md``).
+            inside the package (no download; see ``docs/model-card-gradeclip-synth.md``); or a
+            Hugging Face ``CLIPModel`` / BLIP retrieval model as a hub id (``"openai/clip-vit-base-patch32"``,
+            from the local cache when the hub is unreachable or ``HF_HUB_OFFLINE=1``) or a
+            ``save_pretrained`` folder with its tokenizer and image processor (:mod:`gradeclip.hf_loading`).
         pretrained: ``None`` for random weights (tests) — for ``"gradeclip-synth"``, its shipped
             weights, and a path loads weights written by ``gradeclip synth train``; an open_clip pretrained tag (e.g.
             ``"openai"``, ``"laion2b_s34b_b88k"``), fetched from the Hugging Face hub or its local
@@ -312,7 +325,8 @@ def load(
 
     Returns:
         ``(model, preprocess, tokenizer)``: the model in eval mode; ``preprocess`` maps a PIL image
-        to a float tensor ``[3, S, S]``; ``tokenizer`` maps a list of strings to ids ``[T, L]``.
+        to a float tensor ``[3, S, S]``; ``tokenizer`` maps a list of strings to ids ``[T, L]``
+        (for a Hugging Face model, the model's own image processor and tokenizer, wrapped).
         :func:`model_identity` of the model says what was loaded.
 
     Raises:
@@ -324,15 +338,19 @@ def load(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"seed must be an integer, got {seed!r}")
     target = check_device(device)
-    if name != SYNTH_MODEL:
-        _check_name(name)
     source = weights_source(name, pretrained, seed)
-    with _seeded(seed), _without_random_notice():
-        model, preprocess, tokenizer = _build(name, pretrained, allow_pickle, cache_dir)
-    try:
-        model = model.to(device=target, dtype=PRECISIONS[precision]).eval()
-    except RuntimeError as exc:  # e.g. out of GPU memory
-        raise ModelLoadError(f"could not move {name} to {target} in {precision}: {exc}") from exc
+    if source.weights.startswith("transformers"):
+        from .hf_loading import load_hf
+
+        local_only = Path(name).is_dir() or not _hub_reachable()
+        model, preprocess, tokenizer = load_hf(name, device=target, dtype=PRECISIONS[precision], local_only=local_only, cache_dir=cache_dir)
+    else:
+        with _seeded(seed), _without_random_notice():
+            model, preprocess, tokenizer = _build(name, pretrained, allow_pickle, cache_dir)
+        try:
+            model = model.to(device=target, dtype=PRECISIONS[precision]).eval()
+        except RuntimeError as exc:  # e.g. out of GPU memory
+            raise ModelLoadError(f"could not move {name} to {target} in {precision}: {exc}") from exc
     setattr(model, IDENTITY_ATTRIBUTE, ModelIdentity(source.architecture, source.weights, source.file_sha256, precision))
     return model, preprocess, tokenizer
 

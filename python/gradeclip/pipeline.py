@@ -44,12 +44,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
+from .compat import PRESETS, check_compat, resolve
 from .data import IndexedSource, ShardedSource, Source, open_source
 from .data.batches import Batch, IndexedBatches, ShardBatches, indexed_chunk, worker_init
 from .data.batches import identity as identity_collate
 from .distributed import Ranks, barrier, broadcast, gather, init_ranks
 from .errors import GradeclipError, InputError, ModelLoadError, StoreError, UnsupportedModelError
 from .explainer import Explainer, check_option_names
+from .hf_loading import is_hf_name
 from .loading import PRECISIONS, ModelIdentity, load, model_identity, random_weights_warning, skeleton, weights_source
 from .preprocessing import OPENAI_MEAN, OPENAI_STD
 from .store import INDEX, MANIFEST, OVERLAYS, PARTS, ChunkBuffer, StoreWriter, read_manifest
@@ -80,6 +82,10 @@ class ExplainJob:
             OpenAI ImageNet templates.
         top_k: zero-shot: how many predicted classes per image.
         method, options: the explanation method and its options (:meth:`Explainer.explain_image`).
+        compat: ``"authors"``: Grad-ECLIP's maps and text maps in the authors' released form
+            (SPEC §12: ``qk_space="out_proj"``; ``lambda_keys="context"``, ``relu="after_sum"``),
+            options given explicitly winning. The store holds one input size, so images are
+            explained at the model's preprocess, not at the authors' native resolution.
         format, image_column, caption_column, label_column, key_column, images_root: how to read ``data``.
         overlays: also write each map over its image as a PNG (SPEC §9), with ``alpha`` and
             ``colormap`` (``jet``, ``viridis``, ``turbo``), on the image as the model saw it.
@@ -110,6 +116,7 @@ class ExplainJob:
     top_k: int = 5
     method: str = "gradeclip"
     options: dict[str, Any] = field(default_factory=dict)
+    compat: str | None = None
     format: str = "auto"
     image_column: str | None = None
     caption_column: str | None = None
@@ -154,6 +161,9 @@ class ExplainJob:
             raise InputError(f"workers must be an integer ≥ 0, got {self.workers!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_compat(self.compat)
+        if self.compat is not None and self.method != "gradeclip":
+            raise InputError(f"compat={self.compat!r} sets Grad-ECLIP's options; method {self.method!r} has none of them")
         if self.text_maps and self.mode == "zeroshot":
             raise InputError("text maps explain captions or given texts; zero-shot classes are averages of prompt templates")
         if not 0.0 <= self.alpha <= 1.0:
@@ -204,7 +214,7 @@ def package_versions() -> dict[str, str]:
     """Versions of Python and of the packages that decide a store's content."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from ._version import __version__
 
     found = {"python": platform.python_version(), "gradeclip": __version__}
     for name in ("torch", "open_clip_torch", "numpy", "pillow", "pyarrow"):
@@ -244,7 +254,7 @@ def _config(job: ExplainJob, source: Source, size: tuple[int, int] | None, ident
         "parameters_sha256": identity.fingerprint,
         "precision": job.precision,
         "method": job.method,
-        "options": job.options,
+        "options": _image_options(job),
         "mode": job.mode,
         "texts": job.texts,
         "classnames": job.classnames,
@@ -258,8 +268,16 @@ def _config(job: ExplainJob, source: Source, size: tuple[int, int] | None, ident
     }
 
 
+def _image_options(job: ExplainJob) -> dict[str, Any]:
+    """The method options the maps are made with: ``job.options`` over the compat preset's, if any."""
+    return job.options if job.compat is None else resolve(job.compat, "image", job.options)
+
+
 def _text_options(job: ExplainJob) -> dict[str, Any] | None:
-    return {"n_layers": job.text_layers, "heads": job.options.get("heads", "single")} if job.text_maps else None
+    if not job.text_maps:
+        return None
+    form = {} if job.compat is None else {k: v for k, v in PRESETS[job.compat]["text"].items() if k not in job.options}
+    return {"n_layers": job.text_layers, "heads": job.options.get("heads", "single"), **form}
 
 
 def _finished(out: Path, config: dict[str, Any]) -> dict[str, int] | None:
@@ -365,8 +383,11 @@ def explain_dataset(job: ExplainJob, *, loaded: tuple[Any, Any, Any] | None = No
 
 
 def model_name(spec: str) -> str:
-    """``spec`` with a model folder's path written as open_clip's ``local-dir:FOLDER``."""
-    return f"local-dir:{Path(spec).resolve()}" if Path(spec).is_dir() else spec
+    """``spec`` with an open_clip model folder's path written as open_clip's ``local-dir:FOLDER``
+    (a Hugging Face ``save_pretrained`` folder as its absolute path)."""
+    if not Path(spec).is_dir():
+        return spec
+    return str(Path(spec).resolve()) if is_hf_name(spec) else f"local-dir:{Path(spec).resolve()}"
 
 
 def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> RunSummary:
@@ -421,7 +442,7 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     texts = writer.load_texts()
     bank = None if texts is None else torch.from_numpy(texts).to(ranks.device)
     names = job.texts if job.mode == "texts" else job.classnames
-    targets = Targets(explainer, job.mode, names, bank, job.top_k, job.max_targets, job.method, job.options, _text_options(job))
+    targets = Targets(explainer, job.mode, names, bank, job.top_k, job.max_targets, job.method, _image_options(job), _text_options(job))
     notes = RowWarnings(tokenizer, _context_length(explainer), show=main)
     overlays = None
     if job.overlays:
@@ -513,7 +534,7 @@ def _preflight(job: ExplainJob) -> None:
     from .methods import get_method
 
     _, fn = get_method(job.method)
-    check_option_names(job.method, fn, job.options)
+    check_option_names(job.method, fn, _image_options(job))
     model = skeleton(job.model, job.pretrained)
     if model is None:
         return
@@ -524,7 +545,7 @@ def _preflight(job: ExplainJob) -> None:
     blank = torch.zeros(1, 3, *tower.input_size, device="meta")
     targets = torch.zeros(1, tower.embed_dim, device="meta")
     try:
-        explainer._explain_targets(blank, targets, job.method, dict(job.options))
+        explainer._explain_targets(blank, targets, job.method, _image_options(job))
     except GradeclipError:
         raise
     except Exception:  # an operation with values, which the meta device does not have
@@ -540,7 +561,7 @@ def _check_text_layers(explainer: Explainer, job: ExplainJob) -> None:
 def _dry_run(explainer: Explainer, job: ExplainJob, size: tuple[int, int], device: torch.device) -> None:
     """Explain one blank image, so a bad method, option or model fails before the store is touched."""
     blank = torch.zeros(1, 3, *size, device=device)
-    explainer.explain_image(blank, "a photo", method=job.method, **job.options)
+    explainer.explain_image(blank, "a photo", method=job.method, **_image_options(job))
     text_options = _text_options(job)
     if text_options is not None:
         _check_text_layers(explainer, job)

@@ -1,8 +1,8 @@
 """Turn raw grid maps into pixels: upsample, normalise, colour, overlay, encode PNG (SPEC §5, §9).
 
-Thin over the Rust core (``gradeclip._native``): every function converts its inputs, then runs
-with the GIL released on the crate's thread pool (``GRADECLIP_NUM_THREADS`` threads; safe in
-forked DataLoader workers). Inputs may be numpy arrays or torch tensors (moved to the CPU);
+Thin over the Rust core (:mod:`gradeclip.native`): every function converts its inputs (with
+:mod:`gradeclip.arrays`), then runs with the GIL released on the crate's thread pool
+(``GRADECLIP_NUM_THREADS`` threads; safe in forked DataLoader workers). Inputs may be numpy arrays or torch tensors (moved to the CPU);
 outputs are numpy arrays.
 
 Batches come in two forms, and the output mirrors the input:
@@ -12,21 +12,23 @@ Batches come in two forms, and the output mirrors the input:
   different sizes (dataset images) → a list out.
 
 Maps are floating point (used as float32) and must be finite; images are uint8 RGB. Bad input
-raises :class:`~gradeclip.errors.InputError` (a ``ValueError``), ``TypeError`` or ``OSError``
-with a message naming the offending item, e.g. ``maps[3] contains NaN or infinity``.
+raises :class:`~gradeclip.errors.InputError` (a ``ValueError``; for a wrong type or dtype its
+subclass :class:`~gradeclip.errors.InputTypeError`, also a ``TypeError``) with a message naming
+the offending item, e.g. ``maps[3] contains NaN or infinity``; a file that cannot be written
+raises ``OSError``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, Union
 
 import numpy as np
 
-from . import _native
-from .errors import InputError
+from . import native
+from .arrays import as_float_map, as_image, split
+from .errors import InputError, InputTypeError
 from .text_render import text_html, text_png
 
 __all__ = ["colorize", "encode_png", "normalize", "overlay", "save_overlays", "text_html", "text_png", "upsample"]
@@ -38,71 +40,15 @@ Maps = Union[np.ndarray, list[np.ndarray]]
 Images = Union[np.ndarray, list[np.ndarray]]
 
 
-def _to_numpy(x: ArrayLike, what: str) -> np.ndarray:
-    """``x`` as a numpy array; a torch tensor is detached and moved to the CPU first."""
-    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
-    if torch is not None and isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        if x.is_floating_point() and x.dtype != torch.float32:
-            x = x.float()  # bfloat16 has no numpy equivalent
-        return x.numpy()
-    if isinstance(x, np.ndarray):
-        return x
-    raise TypeError(f"{what} must be a numpy array or a torch tensor, got {type(x).__name__}")
-
-
-def _split(
-    batch: ArrayLike, what: str, rank: int, convert: Callable[[np.ndarray, str], np.ndarray]
-) -> tuple[list[np.ndarray], tuple[int, ...] | None]:
-    """Items of a batch, each of rank ``rank`` and passed through ``convert(array, what)``.
-
-    A batch is one array with a leading item axis (converted whole, then split into views) or a
-    list/tuple of arrays. Returns the items and, for one array, the shape of each item (else None).
-    """
-    if isinstance(batch, (list, tuple)):
-        items = []
-        for i, x in enumerate(batch):
-            x = _to_numpy(x, f"{what}[{i}]")
-            if x.ndim != rank:
-                raise InputError(f"{what}[{i}] must have {rank} dimensions, got shape {x.shape}")
-            items.append(convert(x, f"{what}[{i}]"))
-        return items, None
-    array = _to_numpy(batch, what)
-    if array.ndim != rank + 1:
-        raise InputError(
-            f"{what} must have {rank + 1} dimensions (a batch) or be a list of {rank}-dimensional "
-            f"arrays, got shape {array.shape}"
-        )
-    array = convert(array, what)
-    return list(array), array.shape[1:]
-
-
-def _as_map(x: np.ndarray, what: str) -> np.ndarray:
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"{what} must be floating point, got {x.dtype}")
-    if 0 in x.shape[-2:]:
-        raise InputError(f"{what} has an empty map (shape {x.shape})")
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def _as_image(x: np.ndarray, what: str) -> np.ndarray:
-    if x.dtype != np.uint8:
-        raise TypeError(f"{what} must be uint8, got {x.dtype}")
-    if x.shape[-1] != 3:
-        raise InputError(f"{what} must be RGB with a last axis of 3, got shape {x.shape}")
-    if 0 in x.shape[-3:]:
-        raise InputError(f"{what} has an empty image (shape {x.shape})")
-    return np.ascontiguousarray(x)
-
-
 def _maps(maps: ArrayLike) -> tuple[list[np.ndarray], tuple[int, ...] | None]:
-    """Maps as C-contiguous float32 ``[h, w]`` arrays (see :func:`_split`)."""
-    return _split(maps, "maps", 2, _as_map)
+    """Maps as C-contiguous float32 ``[h, w]`` arrays, and the item shape of one batch array
+    (see :func:`gradeclip.arrays.split`)."""
+    return split(maps, "maps", 2, as_float_map)
 
 
 def _images(images: ArrayLike) -> tuple[list[np.ndarray], tuple[int, ...] | None]:
-    """Images as C-contiguous uint8 ``[H, W, 3]`` arrays (see :func:`_split`)."""
-    return _split(images, "images", 3, _as_image)
+    """Images as C-contiguous uint8 ``[H, W, 3]`` arrays, and the item shape of one batch array."""
+    return split(images, "images", 3, as_image)
 
 
 def _check_count(what: str, got: int, want: int) -> None:
@@ -165,7 +111,7 @@ def upsample(
     """
     items, item_shape = _maps(maps)
     sizes, common = _sizes(size, len(items))
-    flat = _native.upsample(items, sizes, mode)
+    flat = native.upsample(items, sizes, mode)
     return _unflatten(flat, sizes, common if item_shape is not None else None)
 
 
@@ -179,7 +125,7 @@ def normalize(maps: ArrayLike) -> Maps:
         float32 maps of the same shapes, in the same form (one array or a list).
     """
     items, item_shape = _maps(maps)
-    flat = _native.normalize(items)
+    flat = native.normalize(items)
     return _unflatten(flat, [m.shape for m in items], item_shape)
 
 
@@ -193,7 +139,7 @@ def colorize(maps: ArrayLike, colormap: Colormap = "jet") -> Maps:
         uint8 RGB ``[N, h, w, 3]`` (or a list of ``[h_i, w_i, 3]``), in the form of ``maps``.
     """
     items, item_shape = _maps(maps)
-    flat = _native.colorize(items, colormap)
+    flat = native.colorize(items, colormap)
     return _unflatten(flat, [(*m.shape, 3) for m in items], None if item_shape is None else (*item_shape, 3))
 
 
@@ -223,7 +169,7 @@ def overlay(images: ArrayLike, maps: ArrayLike, alpha: float = 0.5, colormap: Co
     image_items, item_shape = _images(images)
     map_items, _ = _maps(maps)
     _check_count("images", len(image_items), len(map_items))
-    flat = _native.overlay(image_items, map_items, _check_alpha(alpha), colormap)
+    flat = native.overlay(image_items, map_items, _check_alpha(alpha), colormap)
     return _unflatten(flat, [im.shape for im in image_items], item_shape)
 
 
@@ -239,7 +185,7 @@ def encode_png(images: ArrayLike, compression: Compression = "fast") -> list[byt
         One ``bytes`` object (a complete PNG file) per image.
     """
     items, _ = _images(images)
-    return _native.encode_png(items, compression)
+    return native.encode_png(items, compression)
 
 
 def save_overlays(
@@ -257,10 +203,10 @@ def save_overlays(
     Raises ``OSError`` naming ``paths[i]`` when a file cannot be written.
     """
     if isinstance(paths, (str, os.PathLike)):
-        raise TypeError("paths must be a sequence of paths, one per map, not a single path")
+        raise InputTypeError("paths must be a sequence of paths, one per map, not a single path")
     path_list = [os.fspath(p) for p in paths]
     image_items, _ = _images(images)
     map_items, _ = _maps(maps)
     _check_count("images", len(image_items), len(map_items))
     _check_count("paths", len(path_list), len(map_items))
-    _native.save_overlays(path_list, image_items, map_items, _check_alpha(alpha), colormap, compression)
+    native.save_overlays(path_list, image_items, map_items, _check_alpha(alpha), colormap, compression)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,40 @@ class ImageExplanation:
         up = self.upsampled()
         return render.normalize(up.reshape(-1, *up.shape[2:])).reshape(up.shape)
 
+    def _labels(self) -> list[str]:
+        if self.texts is not None:
+            return list(self.texts)
+        if self.classes is not None:
+            return [f"class {c}" for c in self.classes]
+        return [f"text {t}" for t in range(self.maps.shape[1])]
+
+    def __repr__(self) -> str:
+        from .html_views import score_summary, short_list
+
+        b, t, h, w = self.maps.shape
+        where = "token grid" if self.resolution == "tokens" else "pixels"
+        what = "classes" if self.classes is not None else "texts"
+        return (
+            f"ImageExplanation(method={self.method!r}, {b} images × {t} {what} {short_list(self._labels())}, "
+            f"maps [{b}, {t}, {h}, {w}] on the {where} of a {self.image_size[0]}×{self.image_size[1]} input, "
+            f"{score_summary(self.scores)})"
+        )
+
+    def _repr_html_(self) -> str:
+        """The maps as coloured heat maps in a table (images × texts), with each pair's score."""
+        from . import html_views, render
+
+        b, t = self.maps.shape[:2]
+        nb, nt = min(b, html_views.MAX_IMAGES), min(t, html_views.MAX_TEXTS)
+        heat = render.colorize(self.normalized()[:nb, :nt].reshape(nb * nt, *self.image_size)).reshape(nb, nt, *self.image_size, 3)
+        labels = self._labels()[:nt]
+        rows = [
+            [f"image {i}"] + [html_views.png_img(heat[i, j], labels[j]) + f"<br/>{float(self.scores[i, j]):.4f}" for j in range(nt)]
+            for i in range(nb)
+        ]
+        caption = f"{self.method}: maps and scores{html_views.more_note(nb, b, nt, t)}"
+        return html_views.table(["", *labels], rows, caption)
+
 @dataclass(frozen=True)
 class TextExplanation:
     """Textual explanations of T texts against B images (SPEC §3).
@@ -121,6 +156,36 @@ class TextExplanation:
         """``(start, end)`` character offsets in ``texts[t]`` of the words :meth:`words` returns."""
         return list(self._alignment(t).spans)
 
+    def __repr__(self) -> str:
+        from .html_views import score_summary, short_list
+
+        b, t, length = self.importance.shape
+        texts = short_list(self.texts) if self.texts is not None else "(token ids)"
+        return (
+            f"TextExplanation({b} images × {t} texts {texts}, importance [{b}, {t}, {length}], "
+            f"n_layers={self.options.get('n_layers')}, heads={self.options.get('heads')!r}, {score_summary(self.scores)})"
+        )
+
+    def _repr_html_(self) -> str:
+        """Each text with its words shaded by importance, per image (the token positions' importance
+        when the texts were token ids)."""
+        from . import html_views, render
+
+        b, t = self.scores.shape
+        nb, nt = min(b, html_views.MAX_IMAGES), min(t, html_views.MAX_TEXTS)
+        rows = []
+        for j in range(nt):
+            cells = [html.escape(self.texts[j]) if self.texts is not None else f"text {j}"]
+            for i in range(nb):
+                if self.alignments is not None:
+                    view = render.text_html(self.words(i, j), text=self.texts[j] if self.texts is not None else None)
+                else:
+                    view = html.escape(" ".join(f"{v:.2f}" for v in self.importance[i, j].tolist()))
+                cells.append(f"{view}{float(self.scores[i, j]):.4f}")
+            rows.append(cells)
+        caption = f"word importance and scores{html_views.more_note(nb, b, nt, t)}"
+        return html_views.table(["text", *(f"image {i}" for i in range(nb))], rows, caption)
+
 
 @dataclass(frozen=True)
 class PairExplanation:
@@ -148,3 +213,17 @@ class PairExplanation:
     def text(self) -> str:
         """The caption."""
         return self.textual.texts[0]
+
+    def __repr__(self) -> str:
+        h, w = self.map.shape
+        words = ", ".join(f"{word}={value:.2f}" for word, value in self.words)
+        return f"PairExplanation({self.text!r}, score {float(self.visual.scores[0, 0]):.4f}, map [{h}, {w}], words: {words})"
+
+    def _repr_html_(self) -> str:
+        """The visual map next to the caption's words shaded by importance."""
+        from . import render
+
+        return (
+            '<div class="gradeclip-pair" style="display:flex;gap:12px;align-items:center">'
+            f"{self.visual._repr_html_()}{render.text_html(self.words, text=self.text)}</div>"
+        )

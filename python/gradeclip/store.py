@@ -10,7 +10,7 @@ Layout of a store folder ``DIR``::
     DIR/overlays/<chunk>/    overlay PNGs, when asked for
 
 A row's map is ``maps/<chunk>.npy[offset : offset + height * width].reshape(height, width)``.
-Every file is written under a temporary name (``*.tmp-<pid>-<random>``) and renamed when complete,
+Every file is written under a temporary name and renamed when complete (:mod:`gradeclip.files`),
 the map shard before its index part, so a process killed at any moment leaves either a complete
 file or an obviously temporary one; a chunk counts as done only when its part exists.
 """
@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import InputError, StoreError
+from .files import is_temporary, write_json, write_with
 
 FORMAT = "gradeclip-store/1"
 MANIFEST = "manifest.json"
@@ -73,26 +73,6 @@ INDEX_SCHEMA = pa.schema(
 )
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder, fsync it, then rename it into
-    place: readers (and a later run) see the old file, no file, or the complete new one."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Atomically write ``value`` as indented JSON."""
-    atomic_write(path, lambda f: f.write(json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"))
-
-
 def read_manifest(root: Path) -> dict[str, Any] | None:
     """The store's manifest, or None when there is none. Raises :class:`StoreError` if unreadable."""
     path = root / MANIFEST
@@ -125,11 +105,10 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _remove_temporaries(folder: Path) -> None:
-    """Delete what an interrupted write left: ``name.tmp-<pid>-<random>`` (ours) and
-    ``.name.<pid>-<n>.tmp`` (:func:`gradeclip.render.save_overlays`)."""
+    """Delete what interrupted writes left in ``folder`` (see :func:`gradeclip.files.is_temporary`)."""
     if folder.is_dir():
         for path in folder.iterdir():
-            if ".tmp-" in path.name or (path.name.startswith(".") and path.name.endswith(".tmp")):
+            if is_temporary(path.name):
                 path.unlink(missing_ok=True)
 
 
@@ -186,7 +165,7 @@ class StoreWriter:
             manifest.update(extra, complete=False, resumed=_now())
         else:
             manifest = {"format": FORMAT, "config": config, "complete": False, "created": _now(), **extra}
-        write_json(self.root / MANIFEST, manifest)
+        write_json(self.root / MANIFEST, manifest, sort_keys=True)
         (self.root / INDEX).unlink(missing_ok=True)  # written again when this run completes
         return resumed
 
@@ -212,13 +191,13 @@ class StoreWriter:
         table = chunk.table()
         if chunk.maps:
             flat = np.concatenate([m.reshape(-1) for m in chunk.maps]).astype(np.float16, copy=False)
-            atomic_write(self.root / MAPS / f"{chunk.name}.npy", lambda f: np.save(f, flat, allow_pickle=False))
+            write_with(self.root / MAPS / f"{chunk.name}.npy", lambda f: np.save(f, flat, allow_pickle=False))
         metadata = {UNIT_DONE: b"1" if unit_done else b"0"}
-        atomic_write(self.root / PARTS / f"{chunk.name}.parquet", lambda f: pq.write_table(table.replace_schema_metadata(metadata), f))
+        write_with(self.root / PARTS / f"{chunk.name}.parquet", lambda f: pq.write_table(table.replace_schema_metadata(metadata), f))
 
     def save_texts(self, embeddings: np.ndarray) -> None:
         """Keep the shared text embeddings ``[T, E]`` float32 for resumed runs and other ranks."""
-        atomic_write(self.root / TEXTS, lambda f: np.save(f, embeddings.astype(np.float32), allow_pickle=False))
+        write_with(self.root / TEXTS, lambda f: np.save(f, embeddings.astype(np.float32), allow_pickle=False))
 
     def load_texts(self) -> np.ndarray | None:
         """The saved text embeddings ``[T, E]`` float32, or None."""
@@ -244,10 +223,10 @@ class StoreWriter:
                 if pending:
                     writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP)
 
-        atomic_write(self.root / INDEX, write)
+        write_with(self.root / INDEX, write)
         manifest = read_manifest(self.root) or {}
         manifest.update(extra, complete=True, finished=_now(), counts=counts)
-        write_json(self.root / MANIFEST, manifest)
+        write_json(self.root / MANIFEST, manifest, sort_keys=True)
         return counts
 
 
@@ -347,9 +326,34 @@ class Store:
     def __len__(self) -> int:
         return self.index.num_rows
 
+    def __repr__(self) -> str:
+        config = self.manifest.get("config", {})
+        status = pc.value_counts(self.index.column("status")).to_pylist() if len(self) else []
+        counts = ", ".join(f"{c['counts']} {c['values']}" for c in status)
+        state = "complete" if self.complete else "partial"
+        return (
+            f"Store({os.fspath(self.root)!r}, {len(self)} rows ({counts or 'none'}), model {config.get('model')!r}, "
+            f"method {config.get('method')!r}, {config.get('mode')} mode, {state})"
+        )
+
     def to_pandas(self) -> Any:
-        """The index as a pandas DataFrame (needs pandas)."""
-        return self.index.to_pandas()
+        """The index as a pandas DataFrame (needs pandas), one row per explained pair, columns as
+        :data:`INDEX_SCHEMA`: integers as nullable ``Int64`` (``text_index``, ``prediction_rank``,
+        the grid and image sizes are missing — ``<NA>`` — where they do not apply), ``is_label``
+        as nullable ``boolean``, text columns as ``string``, scores as ``float32``, and ``words`` /
+        ``word_importance`` as lists."""
+        import pandas as pd
+
+        def dtype(kind: pa.DataType) -> Any:
+            if pa.types.is_integer(kind):
+                return pd.Int64Dtype()
+            if pa.types.is_boolean(kind):
+                return pd.BooleanDtype()
+            if pa.types.is_string(kind):
+                return pd.StringDtype()
+            return None  # pandas' own choice (float32, lists)
+
+        return self.index.to_pandas(types_mapper=dtype)
 
     def _array(self, shard: int) -> np.ndarray:
         if shard not in self._arrays:

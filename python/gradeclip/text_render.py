@@ -12,13 +12,17 @@ from __future__ import annotations
 import html
 import io
 import math
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import InputError
 
 #: the colour of the most important word; less important words are blended towards white
 SHADE = (244, 81, 30)
 FONT = "DejaVuSans.ttf"  # looked up by Pillow in the system font folders; Pillow's own font otherwise
+_NO_GLYPH = "\U0010fffd"  # a private-use code point: what a font draws for a character it lacks
+_WARNED: set[tuple[str, str]] = set()  # (font, character) pairs already warned about
 
 
 def _check_words(words: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
@@ -76,6 +80,36 @@ def text_html(words: Sequence[tuple[str, float]], *, text: str | None = None) ->
     return '<div class="gradeclip-text" style="font-family:sans-serif;line-height:2;color:#000">' + "".join(spans) + "</div>"
 
 
+def missing_glyphs(font: Any, text: str) -> list[str]:
+    """The distinct characters of ``text`` (whitespace aside) that ``font`` draws as its "missing
+    glyph" box: those drawn exactly like a private-use code point no font covers."""
+    missing = font.getmask(_NO_GLYPH)
+    reference = (missing.size, bytes(missing))
+    found = []
+    for char in dict.fromkeys(text):
+        if not char.isspace():
+            mask = font.getmask(char)
+            if (mask.size, bytes(mask)) == reference:
+                found.append(char)
+    return found
+
+
+def _warn_missing_glyphs(font: Any, name: str, text: str) -> None:
+    """Warn (once per font and character) when ``font`` has no glyphs for characters of ``text``."""
+    missing = [c for c in missing_glyphs(font, text) if (name, c) not in _WARNED]
+    if not missing:
+        return
+    _WARNED.update((name, c) for c in missing)
+    shown = " ".join(missing[:10]) + (f" … ({len(missing)} in all)" if len(missing) > 10 else "")
+    warnings.warn(
+        f"the font {name!r} has no glyphs for {shown}: they are drawn as boxes. Pass font_path= a TrueType/OpenType "
+        "font that has them (e.g. Noto Sans CJK for Chinese/Japanese/Korean, Noto Color Emoji; `fc-list :lang=ja` lists "
+        "installed ones), or use render.text_html, which the browser draws with its own fonts",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def text_png(
     words: Sequence[tuple[str, float]],
     *,
@@ -92,7 +126,9 @@ def text_png(
         width: image width in pixels; lines wrap at word boundaries.
         font_size: in pixels.
         font_path: a TrueType font; default DejaVu Sans when the system has it, else Pillow's
-            built-in font (which has no glyphs for many non-Latin scripts).
+            built-in font (which has no glyphs for many non-Latin scripts). Characters the font
+            lacks (CJK, many emoji) are drawn as boxes, with a ``UserWarning`` (once per font and
+            character) saying to pass a font that has them.
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -106,6 +142,7 @@ def text_png(
         if font_path is not None:
             raise InputError(f"cannot read the font {font_path!r}") from None
         font = ImageFont.load_default(font_size)
+    _warn_missing_glyphs(font, font_path or FONT, "".join(word for word, _ in checked))
     margin, pad = font_size // 2, max(1, font_size // 8)
     line = round(font_size * 1.6)
     space = font.getlength(" ")

@@ -55,8 +55,12 @@ class WordAlignment:
 
 def check_tokenizer(tokenizer: Any) -> Any:
     """Return ``tokenizer`` if it is open_clip's ``SimpleTokenizer`` (truncating, no token
-    reduction); raise :class:`InputError` saying why words cannot be mapped otherwise."""
+    reduction) or an :class:`HFTokenizer`; raise :class:`InputError` saying why words cannot be
+    mapped otherwise."""
     from open_clip.tokenizer import SimpleTokenizer
+
+    if isinstance(tokenizer, HFTokenizer):
+        return tokenizer
 
     if tokenizer is None:
         raise InputError(
@@ -65,8 +69,8 @@ def check_tokenizer(tokenizer: Any) -> Any:
         )
     if not isinstance(tokenizer, SimpleTokenizer):
         raise InputError(
-            f"explaining texts needs open_clip's SimpleTokenizer (CLIP BPE) to map tokens back to words; "
-            f"got {type(tokenizer).__name__}. Other tokenizers: give their token ids [T, L] directly"
+            f"explaining texts needs open_clip's SimpleTokenizer or a Hugging Face fast tokenizer (with offsets) to map "
+            f"tokens back to words; got {type(tokenizer).__name__}. Other tokenizers: give their token ids [T, L] directly"
         )
     if getattr(tokenizer, "reduction_fn", None) is not None:
         raise InputError("the tokenizer drops tokens at random (reduction_mask); text explanations need plain truncation")
@@ -87,15 +91,20 @@ def truncation_message(name: str, context_length: int, kept: str) -> str:
 
 
 def truncated_after(tokenizer: Any, text: str, context_length: int) -> str | None:
-    """None when open_clip's ``SimpleTokenizer`` keeps all of ``text`` within ``context_length``
-    tokens; else the last word it keeps (``""`` when none). Other tokenizers: None (their
-    truncation cannot be traced to words)."""
+    """None when the tokenizer (open_clip's ``SimpleTokenizer`` or an :class:`HFTokenizer`) keeps
+    all of ``text`` within ``context_length`` tokens; else the last word it keeps (``""`` when
+    none). Other tokenizers: None (their truncation cannot be traced to words)."""
     from open_clip.tokenizer import SimpleTokenizer
 
-    if not isinstance(tokenizer, SimpleTokenizer) or len(tokenizer.encode(text)) + 2 <= context_length:
+    if isinstance(tokenizer, HFTokenizer):
+        alignment = tokenizer.align(text, context_length)
+    elif isinstance(tokenizer, SimpleTokenizer) and len(tokenizer.encode(text)) + 2 > context_length:
+        alignment = align_words(tokenizer, text, context_length)
+    else:
         return None
-    words = align_words(tokenizer, text, context_length).words
-    return words[-1] if words else ""
+    if not alignment.truncated:
+        return None
+    return alignment.words[-1] if alignment.words else ""
 
 
 def warn_truncated(tokenizer: Any, texts: Sequence[str], context_length: int) -> None:
@@ -118,7 +127,10 @@ def tokenize_captions(tokenizer: Any, texts: Sequence[str], context_length: int)
     ids = tokenizer(list(texts), context_length=context_length)
     alignments = []
     for index, text in enumerate(texts):
-        alignment = align_words(tokenizer, text, context_length)
+        if isinstance(tokenizer, HFTokenizer):
+            alignment = tokenizer.align(text, context_length)
+        else:
+            alignment = align_words(tokenizer, text, context_length)
         if alignment.truncated:
             kept = alignment.words[-1] if alignment.words else ""
             warnings.warn(truncation_message(f"texts[{index}]", context_length, kept), TruncationWarning, stacklevel=3)
@@ -194,18 +206,26 @@ def _is_punctuation(char: str) -> bool:
     return unicodedata.category(char)[0] not in "LNM"
 
 
-def _split_punctuation(tokenizer: Any, text: str, start: int, end: int, ids: list[int]) -> list[tuple[int, int, int]]:
-    """Split leading/trailing punctuation off the word ``text[start:end]`` (tokens ``ids``) when the
-    parts' own tokens concatenate to ``ids``. Returns ``(start, end, n_tokens)`` per part."""
+def _punctuation_bounds(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """``text[start:end]`` cut into its leading punctuation, the rest, and its trailing punctuation
+    (the non-empty ones of the three, as ``(start, end)``); one part when it is all punctuation."""
     lead = start
     while lead < end and _is_punctuation(text[lead]):
         lead += 1
     trail = end
     while trail > lead and _is_punctuation(text[trail - 1]):
         trail -= 1
-    if lead == end or (lead == start and trail == end):
+    if lead == end:
+        return [(start, end)]
+    return [b for b in ((start, lead), (lead, trail), (trail, end)) if b[0] < b[1]]
+
+
+def _split_punctuation(tokenizer: Any, text: str, start: int, end: int, ids: list[int]) -> list[tuple[int, int, int]]:
+    """Split leading/trailing punctuation off the word ``text[start:end]`` (tokens ``ids``) when the
+    parts' own tokens concatenate to ``ids``. Returns ``(start, end, n_tokens)`` per part."""
+    bounds = _punctuation_bounds(text, start, end)
+    if len(bounds) == 1:
         return [(start, end, len(ids))]  # all punctuation, or none at the edges
-    bounds = [b for b in ((start, lead), (lead, trail), (trail, end)) if b[0] < b[1]]
     counts = []
     joined: list[int] = []
     for s, e in bounds:
@@ -216,3 +236,94 @@ def _split_punctuation(tokenizer: Any, text: str, start: int, end: int, ids: lis
         return [(start, end, len(ids))]
     return [(s, e, n) for (s, e), n in zip(bounds, counts)]
 
+
+
+class HFTokenizer:
+    """A Hugging Face fast tokenizer as gradeclip uses it: captions → token ids ``[T, L]`` (padded
+    to the context length), and each caption's words (:meth:`align`).
+
+    Words come from the tokenizer's character offsets, so any fast tokenizer works (byte-level BPE
+    as in CLIP, WordPiece as in BLIP, SentencePiece/Unigram as in SigLIP): the caption is cut where
+    the user put whitespace, each token belongs to the chunk holding its first non-space character,
+    and a chunk's leading and trailing punctuation become words of their own when no token straddles
+    them (the rules of :func:`align_words`).
+
+    Args:
+        tokenizer: a ``transformers`` fast tokenizer (``PreTrainedTokenizerFast``-like: it returns
+            offsets) that adds the model's start and end tokens.
+        context_length: the model's text length (ids are padded and truncated to it).
+    """
+
+    def __init__(self, tokenizer: Any, context_length: int):
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+        if len(probe) < 3:
+            raise InputError(
+                f"the Hugging Face tokenizer {type(tokenizer).__name__} adds no start and end tokens around a caption; "
+                "gradeclip needs both (the model pools or skips them)"
+            )
+        self.sot_token_id, self.eot_token_id = int(probe[0]), int(probe[-1])
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_token_id = self.eot_token_id if pad is None else int(pad)
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer({type(self.tokenizer).__name__}, context_length={self.context_length})"
+
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> Tensor:
+        """Token ids ``[T, context_length]`` (long, CPU): start token, the caption's tokens (truncated
+        to fit), end token, then padding."""
+        import torch
+
+        length = context_length or self.context_length
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        rows = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=length)["input_ids"]
+        ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return ids
+
+    def align(self, text: str, context_length: int | None = None) -> WordAlignment:
+        """The :class:`WordAlignment` of ``text`` tokenised to ``context_length`` (default: the model's)."""
+        length = context_length or self.context_length
+        full = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        content, offsets = list(full["input_ids"]), [tuple(o) for o in full["offset_mapping"]]
+        kept = min(len(content), length - 2)
+        row = [self.sot_token_id, *content[:kept], self.eot_token_id]
+        tokens = [self.tokenizer.decode([i]).strip() for i in row]
+        words, spans, positions = [], [], []
+        done = 0  # tokens owned by the words before
+        for start, end, owned in _offset_words(text, offsets):
+            if len(content) > kept and done >= kept:
+                break  # cut off by truncation
+            words.append(text[start:end])
+            spans.append((start, end))
+            positions.append(tuple(1 + k for k in owned if k < kept))
+            done += len(owned)
+        return WordAlignment(tokens, words, spans, positions, len(content) > kept)
+
+
+def _offset_words(text: str, offsets: list[tuple[int, int]]) -> list[tuple[int, int, list[int]]]:
+    """``(start, end, token indices)`` of each word of ``text``, from each token's character
+    ``offsets``: every token goes to the whitespace chunk holding its first non-space character
+    (a token with no characters, to the word before it), and leading/trailing punctuation is split
+    off a chunk where no token straddles the cut. Every token index appears exactly once, in order."""
+    chunks = [m.span() for m in _CHUNK.finditer(text)]
+    owner, anchors = [], []  # chunk index and anchor character of each token
+    for start, end in offsets:
+        anchor = next((c for c in range(start, end) if not text[c].isspace()), None)
+        chunk = owner[-1] if owner else 0
+        if anchor is not None:
+            chunk = next(i for i, (s, e) in enumerate(chunks) if s <= anchor < e)
+        owner.append(chunk)
+        anchors.append(min(max(start if anchor is None else anchor, chunks[chunk][0]), chunks[chunk][1] - 1))
+    words: list[tuple[int, int, list[int]]] = []
+    for c, (start, end) in enumerate(chunks):
+        owned = [k for k, o in enumerate(owner) if o == c]
+        bounds = _punctuation_bounds(text, start, end)
+        straddles = any(offsets[k][0] < b[0] < offsets[k][1] for k in owned for b in bounds[1:])
+        if len(bounds) == 1 or straddles:
+            words.append((start, end, owned))
+        else:
+            words.extend((s, e, [k for k in owned if s <= anchors[k] < e]) for s, e in bounds)
+    return words

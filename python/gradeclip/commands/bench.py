@@ -10,11 +10,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GradeclipError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that `gradeclip --help` stays fast
+    import torch
 
 
 def add_parser(subparsers: Any) -> None:
@@ -39,6 +40,11 @@ def add_parser(subparsers: Any) -> None:
 
 def describe_machine(device: torch.device) -> str:
     """One line: CPU model and cores, torch threads, the GPU when used, and versions."""
+    import open_clip
+    import torch
+
+    from .._version import __version__
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -48,10 +54,6 @@ def describe_machine(device: torch.device) -> str:
     parts = [f"CPU {cpu}", f"{os.cpu_count()} logical cores", f"torch threads {torch.get_num_threads()}"]
     if device.type == "cuda":
         parts.append(f"GPU {torch.cuda.get_device_name(device)}")
-    import open_clip
-
-    from .. import __version__
-
     parts.append(f"python {platform.python_version()}, torch {torch.__version__}, open_clip {open_clip.__version__}, gradeclip {__version__}")
     return "; ".join(parts)
 
@@ -80,6 +82,8 @@ def write_photos(folder: Path, count: int, *, short_side: tuple[int, int] = (224
 
 
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -97,10 +101,12 @@ def measure(
 ) -> dict[str, Any]:
     """Run the three measurements; returns their rates (``encode``, ``explain``, ``pipeline``,
     ``pipeline_wall`` per second), the machine description and the settings."""
-    from PIL import Image
+    import torch
 
-    from .. import Explainer, load
+    from ..data.images import decode_image, read_file
     from ..distributed import resolve_device
+    from ..explainer import Explainer
+    from ..loading import load
     from ..pipeline import ExplainJob, explain_dataset, model_name
 
     dev = resolve_device(device, 0)
@@ -113,8 +119,7 @@ def measure(
         paths = write_photos(folder, images)
         tensors = []
         for path in paths:
-            with Image.open(path) as image:
-                tensors.append(preprocess(image.convert("RGB")))
+            tensors.append(preprocess(decode_image(read_file(path))))
         batches = [torch.stack(tensors[i : i + batch_size]).to(dev) for i in range(0, len(tensors), batch_size)]
         dtype = next(clip.parameters()).dtype
 

@@ -32,7 +32,7 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     model = p.add_argument_group("model")
-    model.add_argument("--model", required=True, help="open_clip architecture (ViT-B-16, ...), or a folder with open_clip_config.json and weights (also as local-dir:FOLDER)")
+    model.add_argument("--model", required=True, help="open_clip architecture (ViT-B-16, ...), a folder with open_clip_config.json and weights (also as local-dir:FOLDER), or a Hugging Face CLIP/BLIP model: hub id (openai/clip-vit-base-patch32) or save_pretrained folder")
     model.add_argument("--pretrained", help="open_clip pretrained tag or a checkpoint file (default: the folder's weights, else random weights)")
     model.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="model precision (default: fp32)")
     model.add_argument("--seed", type=int, default=0, help="seed of random weights (no --pretrained): every run and process builds the same model (default: 0)")
@@ -64,6 +64,11 @@ def add_parser(subparsers: Any) -> None:
     method.add_argument("--spatial", choices=("loosened", "softmax", "none"), help="Grad-ECLIP spatial weights")
     method.add_argument("--qk-space", choices=("attention", "out_proj"), help="Grad-ECLIP: where q and k are compared")
     method.add_argument("--n-layers", type=int, help="Grad-ECLIP: explain the last N blocks and sum their maps")
+    method.add_argument(
+        "--compat", choices=("authors",),
+        help="authors: the paper authors' released form (maps with qk_space=out_proj; --text-maps with λ over all 77 positions "
+        "and one ReLU after the layer sum; SPEC §12); flags given explicitly win",
+    )
     method.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="any other method option (VALUE read as JSON, else as text); repeatable")
 
     extra = p.add_argument_group("more outputs")
@@ -126,6 +131,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
         top_k=args.top_k,
         method=args.method,
         options=parse_options(args),
+        compat=args.compat,
         format=args.format,
         image_column=args.image_column,
         caption_column=args.caption_column,

@@ -1,14 +1,28 @@
-"""Input sources for dataset runs: a folder of images, a table, or webdataset tar shards."""
+"""gradeclip's data layer: every way images (with captions, labels, masks) come in.
+
+- :class:`Sample`: one image and what its source knows about it (key, caption, label, mask, index).
+- Sources: :class:`FolderSource` (a folder of images, with ``.txt`` captions, optional class
+  sub-folder labels and a mask folder), :class:`TableSource` (CSV/TSV/parquet, one row per
+  image), :class:`TarSource` (webdataset shards), opened by name with :func:`open_source`.
+- Decoding: :func:`decode_image` / :func:`load_image` (the one image decoder: EXIF orientation,
+  RGB), :func:`load_mask`; an unusable file raises :class:`~gradeclip.errors.UnreadableImage`.
+- Tables: :func:`read_table` and :func:`pick_column` (the one column rule); class names:
+  :func:`read_class_index`.
+
+Dataset runs (:mod:`gradeclip.pipeline`) and evaluation (:mod:`gradeclip.eval`, whose datasets are
+views over these sources) read through this package.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from ..errors import InputError
-from .folder import FolderSource
-from .samples import IMAGE_EXTENSIONS, IndexedSource, Sample, ShardedSource, ShardError, Source, UnreadableImage, decode_image
-from .table import TABLE_SUFFIXES, TableSource
+from ..errors import InputError, UnreadableImage
+from .folder import LABELS, FolderSource, read_class_index
+from .images import IMAGE_EXTENSIONS, MASK_FORMATS, decode_image, is_image_name, load_image, load_mask
+from .samples import IndexedSource, Sample, ShardedSource, ShardError, Source
+from .table import TABLE_SUFFIXES, TableSource, pick_column, read_table
 from .tars import TAR_SUFFIXES, TarSource
 
 FORMATS = ("auto", "folder", "table", "tar")
@@ -45,7 +59,7 @@ def open_source(
         elif path.is_dir():
             names = [p.name for p in path.iterdir()]
             has_tars = any(n.endswith(TAR_SUFFIXES) for n in names)
-            has_images = any(n.rpartition(".")[2].lower() in IMAGE_EXTENSIONS for n in names if "." in n)
+            has_images = any(is_image_name(n) for n in names)
             format = "tar" if has_tars and not has_images else "folder"
         else:
             raise InputError(
@@ -63,6 +77,9 @@ def open_source(
 
 __all__ = [
     "FORMATS",
+    "IMAGE_EXTENSIONS",
+    "LABELS",
+    "MASK_FORMATS",
     "FolderSource",
     "IndexedSource",
     "Sample",
@@ -73,5 +90,10 @@ __all__ = [
     "TarSource",
     "UnreadableImage",
     "decode_image",
+    "load_image",
+    "load_mask",
     "open_source",
+    "pick_column",
+    "read_class_index",
+    "read_table",
 ]

@@ -9,7 +9,7 @@ shard's samples ``[b·S, (b+1)·S)`` and is named by :func:`shard_chunk`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -17,7 +17,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .samples import IndexedSource, Sample, ShardedSource, ShardError, UnreadableImage, decode_image
+from ..errors import UnreadableImage
+from .images import decode_image
+from .samples import IndexedSource, Sample, ShardedSource, ShardError
 
 
 def indexed_chunk(index: int) -> str:
@@ -79,7 +81,7 @@ def prepare(samples: list[Sample], preprocess: Callable[[Image.Image], Tensor]) 
 
 def _strip(sample: Sample) -> Sample:
     """The sample without its image bytes (they stay in the worker)."""
-    return sample if sample.data is None else Sample(sample.key, sample.path, sample.caption, sample.label, None, sample.problem)
+    return sample if sample.data is None else replace(sample, data=None)
 
 
 def _batch(chunk: str, first: int, samples: list[Sample], preprocess: Callable[[Image.Image], Tensor], final: bool, **flags: Any) -> Batch:

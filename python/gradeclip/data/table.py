@@ -50,18 +50,22 @@ def read_table(path: Path) -> pa.Table:
         raise InputError(f"cannot read table {path}: {exc}") from exc
 
 
-def _pick(table: pa.Table, given: str | None, candidates: tuple[str, ...], what: str, required: bool) -> str | None:
+def pick_column(table: pa.Table, given: str | None, candidates: tuple[str, ...], what: str, required: bool, where: str) -> str | None:
+    """The column holding ``what`` (``"image"``, ``"caption"``, …) — the one rule every table reader uses:
+    the column named ``given`` (which must exist), else the first of ``candidates`` present, else
+    None (or, when ``required``, an :class:`InputError` naming the ``--<what>-column`` flag).
+    ``where`` names the table in messages."""
     if given is not None:
         if given not in table.column_names:
-            raise InputError(f"table has no {what} column {given!r}; its columns: {', '.join(table.column_names)}")
+            raise InputError(f"{where} has no {what} column {given!r}; its columns: {', '.join(table.column_names)}")
         return given
     for name in candidates:
         if name in table.column_names:
             return name
     if required:
         raise InputError(
-            f"cannot tell which column holds the {what}s (tried {', '.join(candidates)}); "
-            f"name it with --{what}-column. The table's columns: {', '.join(table.column_names)}"
+            f"cannot tell which column holds the {what}s: {where} has no {what} column (tried {', '.join(candidates)}); "
+            f"name it with --{what}-column ({what}_column= in Python). Its columns: {', '.join(table.column_names)}"
         )
     return None
 
@@ -84,6 +88,7 @@ class TableSource(IndexedSource):
             first present of :data:`IMAGE_COLUMNS`, :data:`CAPTION_COLUMNS`, :data:`LABEL_COLUMNS`,
             :data:`KEY_COLUMNS` is used (the caption, label and key columns are optional).
         images_root: folder that relative image paths are resolved against.
+        require_captions: make the caption column required (image–caption tables).
 
     Keys come from the key column (values must be unique) or are the row number (``"0"``, ``"1"``, …).
     """
@@ -99,15 +104,17 @@ class TableSource(IndexedSource):
         label_column: str | None = None,
         key_column: str | None = None,
         images_root: str | os.PathLike[str] | None = None,
+        require_captions: bool = False,
     ):
         self.path = Path(path).resolve()
         if not self.path.is_file():
             raise InputError(f"table {self.path} does not exist")
         table = read_table(self.path)
-        image = _pick(table, image_column, IMAGE_COLUMNS, "image", required=True)
-        caption = _pick(table, caption_column, CAPTION_COLUMNS, "caption", required=False)
-        label = _pick(table, label_column, LABEL_COLUMNS, "label", required=False)
-        key = _pick(table, key_column, KEY_COLUMNS, "key", required=False)
+        where = f"table {self.path}"
+        image = pick_column(table, image_column, IMAGE_COLUMNS, "image", True, where)
+        caption = pick_column(table, caption_column, CAPTION_COLUMNS, "caption", require_captions, where)
+        label = pick_column(table, label_column, LABEL_COLUMNS, "label", False, where)
+        key = pick_column(table, key_column, KEY_COLUMNS, "key", False, where)
         self.columns = {"image": image, "caption": caption, "label": label, "key": key}
         self.root = Path(images_root).resolve() if images_root is not None else self.path.parent
         paths = _strings(table, image)
@@ -132,7 +139,6 @@ class TableSource(IndexedSource):
         self._captions = _strings(table, caption)
         self._labels = _strings(table, label)
         self.has_captions = self._captions is not None
-        self.has_labels = self._labels is not None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -148,9 +154,19 @@ class TableSource(IndexedSource):
             self._column(self._labels, start, stop),
         )
         return [
-            Sample(key=key, path=str(self.root / path), caption=(caption or "").strip() or None, label=(label or "").strip() or None)
-            for key, path, caption, label in rows
+            Sample(
+                key=key,
+                path=str(self.root / path),
+                caption=(caption or "").strip() or None,
+                label=(label or "").strip() or None,
+                index=start + i,
+            )
+            for i, (key, path, caption, label) in enumerate(rows)
         ]
+
+    def image_names(self) -> list[str]:
+        """The image column as written (paths relative to ``root``), in row order."""
+        return self._paths.to_pylist()
 
     def fingerprint(self) -> dict[str, Any]:
         digest = hashlib.sha256()

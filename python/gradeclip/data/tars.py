@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .samples import IMAGE_EXTENSIONS, Sample, ShardedSource, ShardError
+from .images import IMAGE_EXTENSIONS
+from .samples import Sample, ShardedSource, ShardError
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
@@ -61,14 +62,15 @@ def _text(data: bytes) -> str | None:
     return data.decode("utf-8", errors="replace").strip() or None
 
 
-def _sample(shard: str, key: str, members: dict[str, tuple[str, bytes]]) -> Sample:
+def _sample(shard: str, index: int, key: str, members: dict[str, tuple[str, bytes]]) -> Sample:
     image = next((ext for ext in members if ext in IMAGE_EXTENSIONS), None)
     caption = _text(members["txt"][1]) if "txt" in members else None
     label = _text(members["cls"][1]) if "cls" in members else None
     if image is None:
-        return Sample(key=key, path=f"{shard}#{key}", caption=caption, label=label, problem=f"no image in the sample (members: {', '.join(sorted(members))})")
+        problem = f"no image in the sample (members: {', '.join(sorted(members))})"
+        return Sample(key=key, path=f"{shard}#{key}", caption=caption, label=label, problem=problem, index=index)
     name, data = members[image]
-    return Sample(key=key, path=f"{shard}#{name}", caption=caption, label=label, data=data)
+    return Sample(key=key, path=f"{shard}#{name}", caption=caption, label=label, data=data, index=index)
 
 
 class TarSource(ShardedSource):
@@ -79,7 +81,6 @@ class TarSource(ShardedSource):
 
     kind = "tar"
     has_captions = True
-    has_labels = True
 
     def __init__(self, pattern: str):
         self.pattern = pattern
@@ -98,17 +99,17 @@ class TarSource(ShardedSource):
                         continue
                     if split[0] != key:
                         if key is not None:
-                            yield _sample(path, key, members)
+                            yield _sample(path, count, key, members)
                             count += 1
                         key, members = split[0], {}
                     handle = tar.extractfile(info)
                     assert handle is not None  # a regular file always has a handle
                     members[split[1]] = (info.name, handle.read())
             if key is not None:
-                yield _sample(path, key, members)
+                yield _sample(path, count, key, members)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             lost = f"; sample {key!r} and any after it were not read" if key is not None else ""
-            yield ShardError(path=path, reason=f"tar shard unreadable after {count} samples: {exc}{lost}", samples_read=count)
+            yield ShardError(path=path, reason=f"tar shard unreadable after {count} samples: {exc}{lost}")
 
     def shard_sizes(self) -> list[int] | None:
         """img2dataset's ``successes`` from each shard's ``<shard>_stats.json``, if every shard has one."""

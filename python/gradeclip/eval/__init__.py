@@ -12,15 +12,8 @@
 
 from __future__ import annotations
 
-from .datasets import (
-    CaptionTable,
-    ImageFolder,
-    MaskFolder,
-    Sample,
-    load_image,
-    load_mask,
-    read_class_index,
-)
+from ..data import Sample, load_image, load_mask, read_class_index
+from .datasets import CaptionTable, ImageFolder, MaskFolder
 from .harness import (
     Geometry,
     RetrievalScorer,

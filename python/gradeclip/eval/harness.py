@@ -30,14 +30,8 @@ from ..errors import InputError
 from ..explainer import Explainer, default_text_layers, evaluation_mode
 from ..preprocessing import OPENAI_MEAN, OPENAI_STD, native_preprocess
 from ..render import upsample
-from .datasets import (
-    CaptionTable,
-    ImageFolder,
-    MaskFolder,
-    Sample,
-    load_image,
-    load_mask,
-)
+from ..data import Sample, load_image, load_mask
+from .datasets import CaptionTable, ImageFolder, MaskFolder
 from .metrics import LOCALIZATION_METRICS, localization_metrics
 from .perturbation import (
     MODES,
@@ -272,7 +266,7 @@ def _check_common(
     return dict(options or {})
 
 
-def _load_images(paths: Sequence[Path]) -> list[np.ndarray]:
+def _load_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
     """Decode image files in a few threads (Pillow releases the GIL while decoding)."""
     with ThreadPoolExecutor(max_workers=min(LOAD_THREADS, len(paths))) as pool:
         return list(pool.map(load_image, paths))
@@ -402,7 +396,7 @@ class _Explaining:
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
 
@@ -585,7 +579,7 @@ def _faithfulness_chunk(
     """Evaluate one chunk of images; returns one record per image (index, key, target, hits)."""
     g = geometry
     with clock("load"):
-        originals = _load_images([s.image for s in chunk])
+        originals = _load_images([s.path for s in chunk])
     with clock("preprocess"):
         images = list(resize_center_crop(originals, g.size)) if explaining.resolution == "model" else originals
     if isinstance(scorer, RetrievalScorer):
@@ -749,7 +743,7 @@ def _localization_chunk(
 ) -> list[dict[str, Any]]:
     """SPEC §8 metrics of one chunk; a sample whose mask has no object pixel left is marked skipped."""
     with clock("load"):
-        originals = _load_images([s.image for s in chunk])
+        originals = _load_images([s.path for s in chunk])
         masks = [load_mask(s.mask, mask_format) for s in chunk]  # type: ignore[arg-type]
     for image, mask, s in zip(originals, masks, chunk):
         if image.shape[:2] != mask.shape:

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import _native
+from .. import native
+from ..arrays import mask_list, plane_list, to_numpy
 from ..errors import InputError
-from ._arrays import mask_list, native, plane_list, to_numpy
 
 LOCALIZATION_METRICS = ("point_game", "energy_pg", "pixel_accuracy", "mask_iou", "average_precision")
 
@@ -22,11 +22,11 @@ def auc(curves: Any) -> float | np.ndarray:
     Returns:
         a float for one curve, float64 ``[B]`` for a batch.
     """
-    array = np.asarray(to_numpy(curves), dtype=np.float64)
+    array = np.asarray(to_numpy(curves, "curves"), dtype=np.float64)
     if array.ndim == 1:
-        return float(native(_native.curve_auc, np.ascontiguousarray(array[None]))[0])
+        return float(native.curve_auc(np.ascontiguousarray(array[None]))[0])
     if array.ndim == 2:
-        return native(_native.curve_auc, np.ascontiguousarray(array))
+        return native.curve_auc(np.ascontiguousarray(array))
     raise InputError(f"curves must be [K] or [B, K], got shape {array.shape}")
 
 
@@ -50,5 +50,5 @@ def localization_metrics(maps: Any, masks: Any) -> dict[str, np.ndarray]:
     mask_arrays = mask_list(masks)
     if len(map_arrays) != len(mask_arrays):
         raise InputError(f"got {len(map_arrays)} heat maps but {len(mask_arrays)} masks")
-    table = native(_native.localization_metrics, map_arrays, mask_arrays)
+    table = native.localization_metrics(map_arrays, mask_arrays)
     return {name: table[:, i].copy() for i, name in enumerate(LOCALIZATION_METRICS)}

@@ -1,7 +1,7 @@
 """Deletion and insertion checkpoints (SPEC §7) and CLIP's preprocessing, computed in Rust;
 word deletion / insertion of captions (paper Table III).
 
-The image functions are a thin layer over ``gradeclip._native``: inputs are checked and
+The image functions are a thin layer over :mod:`gradeclip.native`: inputs are checked and
 converted, the work runs in parallel over images with the GIL released.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import _native
+from .. import native
+from ..arrays import image_list, plane_list, triple
 from ..errors import InputError
-from ._arrays import image_list, native, plane_list, triple
 
 MODES = ("deletion", "insertion")
 
@@ -88,11 +88,10 @@ def perturbation_steps(
     if output_size is None:
         if mean is not None or std is not None:
             raise InputError("mean and std only apply with output_size")
-        return native(_native.perturbation_checkpoints, image_arrays, map_arrays, mode, steps, eval_every, int(seed), streams)
+        return native.perturbation_checkpoints(image_arrays, map_arrays, mode, steps, eval_every, int(seed), streams)
     if mean is None or std is None:
         raise InputError("output_size needs the model's mean and std")
-    return native(
-        _native.perturbation_batch,
+    return native.perturbation_batch(
         image_arrays,
         map_arrays,
         mode,
@@ -118,7 +117,7 @@ def resize_center_crop(images: Any, size: int) -> np.ndarray:
 
     Returns uint8 ``[B, size, size, 3]``.
     """
-    return native(_native.resize_center_crop, image_list(images), _check_size(size))
+    return native.resize_center_crop(image_list(images), _check_size(size))
 
 
 def model_ready(images: Any, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -127,7 +126,7 @@ def model_ready(images: Any, size: int, mean: Sequence[float], std: Sequence[flo
 
     Returns float32 ``[B, 3, size, size]``.
     """
-    return native(_native.model_ready, image_list(images), _check_size(size), triple(mean, "mean"), triple(std, "std"))
+    return native.model_ready(image_list(images), _check_size(size), triple(mean, "mean"), triple(std, "std"))
 
 
 def text_steps(

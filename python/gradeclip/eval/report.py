@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files import write_json, write_text
 from .metrics import LOCALIZATION_METRICS, auc
 
 MODE_ARROWS = {"deletion": "↓", "insertion": "↑"}
@@ -40,14 +41,6 @@ def settings_key(settings: dict[str, Any]) -> str:
     """A short hash of the settings that determine the numbers (same key ⇒ results can be resumed)."""
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary name and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class Journal:
@@ -251,8 +244,9 @@ class LocalizationResult:
 def _save(data: dict[str, Any], csv_text: str, out_dir: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
     out = Path(out_dir)
     json_path, csv_path = out / f"{name}.json", out / f"{name}.csv"
-    write_atomic(json_path, json.dumps(data, indent=1, default=_jsonable))
-    write_atomic(csv_path, csv_text)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(json_path, data, indent=1, default=_jsonable)
+    write_text(csv_path, csv_text)
     return json_path, csv_path
 
 

@@ -18,13 +18,15 @@ from ..attention import attend
 from ..errors import InputError
 from ..kernels import compute_maps
 from ..kernels.maps_torch import head_contributions, spatial_weights
-from ..towers.base import TokenBatch, TokenTower, rows
+from ..towers.base import TextTower, TokenBatch, TokenTower, rows
 from ..towers.blocks import AttentionBlock, ExplainedAttention
 from .base import MethodInfo, MethodOutput
 
 HEADS = ("single", "model")
 SPATIAL = ("loosened", "softmax", "none")
 QK_SPACES = ("attention", "out_proj")
+LAMBDA_KEYS = ("attended", "context")  # λ's min-max over the keys the query attends to, or over every context position
+RELUS = ("per_layer", "after_sum")  # ReLU on each layer's map (SPEC §2 step 5, §3), or once on their sum (§3 (b))
 
 
 @dataclass
@@ -56,9 +58,18 @@ class ExplainedForward:
     layers: list[ExplainedLayer]
 
 
-def check_options(heads: str, spatial: str, qk_space: str, n_layers: int, depth: int) -> None:
-    """Raise :class:`InputError` for an option value outside SPEC §2."""
-    for name, value, allowed in (("heads", heads, HEADS), ("spatial", spatial, SPATIAL), ("qk_space", qk_space, QK_SPACES)):
+def check_options(
+    heads: str, spatial: str, qk_space: str, n_layers: int, depth: int, lambda_keys: str = "attended", relu: str = "per_layer"
+) -> None:
+    """Raise :class:`InputError` for an option value outside SPEC §2, §3 and §12."""
+    choices = (
+        ("heads", heads, HEADS),
+        ("spatial", spatial, SPATIAL),
+        ("qk_space", qk_space, QK_SPACES),
+        ("lambda_keys", lambda_keys, LAMBDA_KEYS),
+        ("relu", relu, RELUS),
+    )
+    for name, value, allowed in choices:
         if value not in allowed:
             raise InputError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
     if isinstance(n_layers, bool) or not isinstance(n_layers, int) or not 1 <= n_layers <= depth:
@@ -188,6 +199,8 @@ def grad_eclip(
     qk_space: str = "attention",
     n_layers: int = 1,
     per_head: bool = False,
+    lambda_keys: str = "attended",
+    relu: str = "per_layer",
 ) -> MethodOutput:
     """Grad-ECLIP maps of ``inputs`` against ``targets`` ``[T, E]`` (SPEC §2): unit-norm embeddings of
     the other modality, or one-hot class rows for a classifier tower (``tower.score == "logit"``).
@@ -196,22 +209,30 @@ def grad_eclip(
     feeding the embedding), each query gets its own map (its own ``g``, ``λ``) and the maps are
     averaged (SPEC §1).
 
+    The authors' released textual form (SPEC §3 (a), (b); §12) is two options:
+    ``lambda_keys="context"`` runs a text tower over every position of the ids and min-max
+    normalises λ over all of them (padding after EOT included) instead of the keys the query
+    attends to, and ``relu="after_sum"`` applies the ReLU once to the sum of the layers' terms
+    instead of to each layer's map.
+
     Returns a :class:`MethodOutput` with ``maps`` ``[B, T, *grid]`` over the tower's map keys and,
     with ``per_head=True``, ``extras["head_maps"]`` ``[B, T, H, *grid]``: the per-head terms
     ``λ^h_i Σ_{c∈h} g_c v_{i,c}`` before the ReLU (``maps == relu(head_maps.sum(2))``).
     """
-    check_options(heads, spatial, qk_space, n_layers, len(tower.blocks))
+    check_options(heads, spatial, qk_space, n_layers, len(tower.blocks), lambda_keys, relu)
     if per_head and (heads != "model" or n_layers != 1):
         raise InputError("per_head=True needs heads='model' and n_layers=1 (per-head terms of one block)")
+    if lambda_keys == "context" and not isinstance(tower, TextTower):
+        raise InputError(f"lambda_keys='context' is for text towers (their padding positions); {tower.description} is not one")
     with torch.no_grad():  # the run-up to the explained layers needs no graph
-        batch = tower.embed(inputs)
+        batch = tower.embed(inputs, whole_context=True) if isinstance(tower, TextTower) and lambda_keys == "context" else tower.embed(inputs)
     fwd = explained_forward(tower, batch, n_layers, heads)
     if per_head and fwd.layers[-1].q.shape[1] > 1:
         raise InputError(f"{tower.description}: per_head=True needs one query; this tower's pooler has several")
     scores, grads = channel_weights(fwd.embedding, targets, [layer.o for layer in fwd.layers], tower.score)
     model_scores = target_scores(fwd.model_embedding, targets, tower.score)
     keys = batch.keys
-    key_mask = batch.key_mask
+    key_mask = None if lambda_keys == "context" else batch.key_mask
     maps = None
     head_maps = None
     for layer, g in zip(fwd.layers, grads, strict=True):
@@ -227,15 +248,20 @@ def grad_eclip(
         k, v = _repeat(k, count), _repeat(layer.v[:, keys], count)  # [B·Q, N, D]
         g = g.transpose(1, 2).flatten(0, 1)  # [B·Q, T, D]
         mask = None if key_mask is None else _repeat(key_mask, count)
-        if per_head:
+        if per_head or relu == "after_sum":
             lam = spatial_weights(q, k, spatial, layer.heads, probs, mask)
-            head_maps = head_contributions(v, g, lam)
-            layer_maps = torch.relu(head_maps.sum(dim=2))
+            terms = head_contributions(v, g, lam)  # [B·Q, T, H, N]
+            head_maps = terms if per_head else None
+            layer_maps = terms.sum(dim=2)  # before the ReLU
+            if relu == "per_layer":
+                layer_maps = torch.relu(layer_maps)
         else:
             layer_maps = compute_maps(q, k, v, g, spatial=spatial, heads=layer.heads, probs=probs, key_mask=mask)
         layer_maps = layer_maps.unflatten(0, (-1, count)).mean(dim=1)  # [B, T, N]
         maps = layer_maps if maps is None else maps + layer_maps
     assert maps is not None
+    if relu == "after_sum":
+        maps = torch.relu(maps)
     grid = (maps.shape[0], maps.shape[1], *batch.grid)
     extras = {} if head_maps is None else {"head_maps": head_maps.reshape(*grid[:2], head_maps.shape[2], *batch.grid)}
     return MethodOutput(maps=maps.reshape(grid), scores=scores, model_scores=model_scores, extras=extras)

@@ -33,14 +33,25 @@ def token_importance(maps: Tensor, reported: Tensor, length: int) -> Tensor:
     return torch.nn.functional.pad(kept, (0, length - maps.shape[-1]))
 
 
-def grad_eclip_text(tower: TextTower, tokens: Tensor, image_targets: Tensor, *, heads: str, n_layers: int) -> MethodOutput:
+def grad_eclip_text(
+    tower: TextTower,
+    tokens: Tensor,
+    image_targets: Tensor,
+    *,
+    heads: str,
+    n_layers: int,
+    qk_space: str = "attention",
+    lambda_keys: str = "attended",
+    relu: str = "per_layer",
+) -> MethodOutput:
     """Grad-ECLIP token importance of texts ``tokens`` ``[T, L]`` against unit-norm image embeddings
-    ``image_targets`` ``[B, E]``.
+    ``image_targets`` ``[B, E]``; ``qk_space``, ``lambda_keys`` and ``relu`` as in
+    :func:`~gradeclip.methods.gradeclip.grad_eclip` (the last two give the authors' form, SPEC §3 (a), (b)).
 
     Returns a :class:`MethodOutput` with ``maps`` = the importance ``[B, T, L]`` float32 (each row
     sums to 1 or is all zero), ``scores`` ``[B, T]`` (the explained forward's cosine) and
     ``model_scores`` ``[B, T]`` (the unmodified model's cosine).
     """
-    out = grad_eclip(tower, tokens, image_targets, heads=heads, n_layers=n_layers)
+    out = grad_eclip(tower, tokens, image_targets, heads=heads, n_layers=n_layers, qk_space=qk_space, lambda_keys=lambda_keys, relu=relu)
     importance = token_importance(out.maps.transpose(0, 1), tower.reported(tokens.to(tower.device)), tokens.shape[1])
     return MethodOutput(maps=importance, scores=out.scores.T, model_scores=out.model_scores.T)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, ModelLoadError
+from ..files import write_bytes, write_json
 from .world import COLOURS, REGIONS, SHAPES, SIZES
 
 MODEL_NAME = "gradeclip-synth"
@@ -159,8 +160,8 @@ def grow_vocabulary(model: nn.Module, ids: list[int], vocab_size: int) -> None:
 
 def save_weights(model: nn.Module, config: dict[str, Any], path: str | os.PathLike[str], metadata: dict[str, Any]) -> None:
     """Write ``model``'s weights (compact token embedding) to ``path`` and its config + ``metadata``
-    to ``path`` with suffix ``.json``; both written atomically (temp name, then rename)."""
-    from safetensors.torch import save_file
+    to ``path`` with suffix ``.json``; both written atomically (:mod:`gradeclip.files`)."""
+    from safetensors.torch import save
 
     path = Path(path)
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
@@ -169,13 +170,8 @@ def save_weights(model: nn.Module, config: dict[str, Any], path: str | os.PathLi
     state[ROWS_KEY] = rows
     state[VALUES_KEY] = table[rows].contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
-    meta_path = path.with_suffix(".json")
-    tmp_meta = meta_path.with_name(meta_path.name + ".tmp")
-    tmp_meta.write_text(json.dumps({"config": config, **metadata}, indent=2) + "\n")
-    os.replace(tmp_meta, meta_path)
+    write_bytes(path, save(state))
+    write_json(path.with_suffix(".json"), {"config": config, **metadata})
 
 
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import InputError, TrainingError
+from ..files import write_with
 from .captions import ATTRIBUTES, Caption, caption_of, describes, random_caption
 from .model import (
     DEFAULT_CONFIG,
@@ -195,12 +196,6 @@ def retrieval(
     r5 = np.mean([any(describes(c, scenes[j]) for j in t) for c, t in zip(captions, top)])
     strict = np.mean(top[:, 0] == np.arange(count))
     return {"r1": float(r1), "r1_strict": float(strict), "r5": float(r5), "count": float(count)}
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _free_port() -> int:
@@ -398,7 +393,8 @@ def _loop(cfg: TrainConfig, out: Path, rank: int, log: Callable[[dict[str, Any]]
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
             state = {"cfg": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done}
             times = {"elapsed": elapsed + time.perf_counter() - t0, "cpu": cpu + time.process_time() - c0}
-            _atomic_save({**state, **times, "seen": seen, "curve": curve}, ckpt_path)
+            checkpoint = {**state, **times, "seen": seen, "curve": curve}
+            write_with(ckpt_path, lambda f: torch.save(checkpoint, f))
     train_s = elapsed + time.perf_counter() - t0
     cpu_s = torch.tensor([cpu + time.process_time() - c0], dtype=torch.float64)
     if cfg.workers > 1:

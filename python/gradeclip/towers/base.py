@@ -211,6 +211,11 @@ class TextTower(TokenTower):
     context_length: int
 
     @abstractmethod
+    def embed(self, tokens: Tensor, whole_context: bool = False) -> TokenBatch:
+        """As :meth:`TokenTower.embed`; with ``whole_context`` every position of the ids is run and
+        is a key, also where a causal tower could stop at the batch's last end-of-text token."""
+
+    @abstractmethod
     def reported(self, tokens: Tensor) -> Tensor:
         """Which positions of token ids ``[T, L]`` get an importance: ``[T, L]`` bool (the caption's
         own tokens, without start/end/class/padding tokens). Raises :class:`InputError` for bad ids."""

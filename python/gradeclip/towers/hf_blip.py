@@ -54,8 +54,8 @@ class BlipText(TextTower):
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         return valid & (positions > 0) & (positions < last)
 
-    def embed(self, tokens: Tensor) -> TokenBatch:
-        tokens = tokens.to(self.device)
+    def embed(self, tokens: Tensor, whole_context: bool = False) -> TokenBatch:
+        tokens = tokens.to(self.device)  # bidirectional: every position always runs (whole_context changes nothing)
         valid = self.valid(tokens)
         x = self.text.embeddings(input_ids=tokens)
         query = torch.zeros(tokens.shape[0], dtype=torch.long, device=x.device)

@@ -70,10 +70,11 @@ class HFClipText(TextTower):
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         return (positions > 0) & (positions < eot.unsqueeze(1))
 
-    def embed(self, tokens: Tensor) -> TokenBatch:
+    def embed(self, tokens: Tensor, whole_context: bool = False) -> TokenBatch:
         tokens = tokens.to(self.device)
         eot = self.eot_positions(tokens)
-        n = int(eot.max()) + 1  # causal: positions after the last EOT change nothing that is pooled
+        # causal: positions after the last EOT change nothing that is pooled (whole_context: run them all)
+        n = tokens.shape[1] if whole_context else int(eot.max()) + 1
         x = self.text.embeddings(input_ids=tokens[:, :n])
         positions = torch.arange(n, device=x.device)
         return TokenBatch(x, causal_mask(n, x.dtype, x.device), eot, positions, positions <= eot.unsqueeze(1), (n,))

@@ -192,11 +192,13 @@ class OpenClipText(TextTower):
             return tokens != self.pad_id
         return (positions > 0) & (positions < eot.unsqueeze(1))
 
-    def embed(self, tokens: Tensor) -> TokenBatch:
+    def embed(self, tokens: Tensor, whole_context: bool = False) -> TokenBatch:
         """The tokens entering block 0 ``[T, L', D]`` with the attention mask, the query (EOT, the last
         position, or the appended class token at ``L``) and every position as a key, valid where the
-        query attends to it. ``L'`` = the longest EOT + 1 for a causal tower without a per-row mask,
-        ``L + 1`` with a class token, else ``L``; map column ``j < L`` is token position ``j``."""
+        query attends to it. ``L'`` = the longest EOT + 1 for a causal tower without a per-row mask
+        (unless ``whole_context``: then every position of the ids runs, as the authors' released
+        code runs them), ``L + 1`` with a class token, else ``L``; map column ``j < L`` is token
+        position ``j``."""
         tokens = tokens.to(self.device)
         eot = self.eot_positions(tokens)
         if self.pools_last and tokens.shape[1] != self.context_length:
@@ -204,7 +206,7 @@ class OpenClipText(TextTower):
                 f"{self.description} pools its last context position: token ids must be padded to "
                 f"{self.context_length}, got length {tokens.shape[1]}"
             )
-        if self.truncates:  # the causal mask: positions after the last EOT change nothing that is pooled
+        if self.truncates and not whole_context:  # the causal mask: positions after the last EOT change nothing that is pooled
             tokens = tokens[:, : int(eot.max()) + 1]
         dtype = self.transformer.get_cast_dtype()
         x = self.token_embedding(tokens).to(dtype)

@@ -1,0 +1,98 @@
+"""The one place gradeclip opens image and mask files: bytes → an upright RGB image, or a mask.
+
+Every reader (dataset runs, evaluation, the demos) decodes through :func:`decode_image`, so an
+image means the same pixels everywhere: fully decoded (truncation shows at once), turned upright
+by its EXIF orientation tag, converted to RGB (greyscale, palette and alpha dropped).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import InputError, UnreadableImage
+
+#: file name extensions recognised as images (lower case, without the dot)
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
+MASK_FORMATS = ("auto", "binary", "imagenet-s")
+#: ImageNet-S class ids that are not an object: 0 = background, 1000 = ignored
+IMAGENET_S_NOT_OBJECT = (0, 1000)
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return "." in name and name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
+
+
+def read_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of ``path``. Raises :class:`UnreadableImage` when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise UnreadableImage(f"cannot read file: {exc.strerror or exc}") from exc
+
+
+def _open(data: bytes) -> Image.Image:
+    """``data`` fully decoded and turned upright by its EXIF orientation, in the file's own mode."""
+    if not data:
+        raise UnreadableImage("empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()  # decode everything now: truncation shows here, not later
+            upright = ImageOps.exif_transpose(image)
+            return image.copy() if upright is None else upright
+    except UnidentifiedImageError as exc:
+        raise UnreadableImage(f"not a recognised image format ({len(data)} bytes)") from exc
+    except Image.DecompressionBombError as exc:
+        raise UnreadableImage(f"image too large: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # what Pillow raises for damaged data
+        raise UnreadableImage(f"truncated or corrupt image data: {exc}") from exc
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode ``data`` into an upright RGB PIL image (EXIF orientation applied).
+
+    Raises:
+        UnreadableImage: for an empty file, an unknown format, truncated or corrupt data, or an image
+            larger than Pillow's decompression-bomb limit; the message says which.
+    """
+    image = _open(data)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file as uint8 RGB ``[H, W, 3]`` (decoded by :func:`decode_image`).
+
+    Raises:
+        UnreadableImage: naming the file and why it cannot be used.
+    """
+    try:
+        return np.asarray(decode_image(read_file(path)))
+    except UnreadableImage as exc:
+        raise UnreadableImage(f"cannot read image {os.fspath(path)!r}: {exc}") from exc
+
+
+def load_mask(path: str | os.PathLike[str], mask_format: str = "auto") -> np.ndarray:
+    """A mask PNG as bool ``[H, W]`` (True = object).
+
+    ``mask_format``: ``"binary"`` (non-zero = object, for greyscale / palette / 1-bit masks),
+    ``"imagenet-s"`` (RGB with class id ``R + 256·G``; ids 0 and 1000 are not object) or
+    ``"auto"`` (ImageNet-S for RGB/RGBA files, binary otherwise).
+
+    Raises:
+        InputError: an unknown ``mask_format``; :class:`UnreadableImage` naming an unreadable file.
+    """
+    if mask_format not in MASK_FORMATS:
+        raise InputError(f"mask_format must be one of {', '.join(MASK_FORMATS)}, got {mask_format!r}")
+    try:
+        mask = _open(read_file(path))
+    except UnreadableImage as exc:
+        raise UnreadableImage(f"cannot read mask {os.fspath(path)!r}: {exc}") from exc
+    if mask_format == "imagenet-s" or (mask_format == "auto" and mask.mode in ("RGB", "RGBA")):
+        pixels = np.asarray(mask.convert("RGB")).astype(np.int32)
+        return ~np.isin(pixels[..., 0] + 256 * pixels[..., 1], IMAGENET_S_NOT_OBJECT)
+    return np.asarray(mask) != 0
