@@ -19,7 +19,6 @@ from PIL import Image
 import gradeclip
 from gradeclip import InputError, ModelLoadError
 from gradeclip.cli import main
-from gradeclip.loading import model_identity
 
 ARCH = "ViT-S-32"
 TINY_CONFIG = {
@@ -51,6 +50,12 @@ def images(tmp_path_factory) -> Path:
         Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
         (folder / f"img{i}.txt").write_text(f"a photo number {i}\n")
     return folder
+
+
+def model_identity(model):
+    from gradeclip.loading import model_identity  # imported here, so each test shows its own failure on an older gradeclip
+
+    return model_identity(model)
 
 
 def explain(*args: str) -> int:
@@ -259,3 +264,63 @@ def test_summary_counts_the_store_this_run_and_what_was_skipped(tmp_path, images
     out = capsys.readouterr().out
     assert "7 samples (6 explained, 1 failed), 6 explained pairs" in out
     assert "this run: 3 samples done (2 explained, 1 failed)" in out and "4 skipped (already in the store)" in out
+
+
+# bug 3: high-bit-depth images keep their pixels; all-zero maps are flagged
+
+
+def encoded(array: np.ndarray, format: str) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format)
+    return buffer.getvalue()
+
+
+def test_high_bit_depth_images_are_scaled_to_eight_bits():
+    from gradeclip.data import decode_image
+
+    ramp = (np.arange(40 * 48).reshape(40, 48) * 34).astype(np.uint16)  # 0 .. 65,246
+    expected = np.rint(ramp.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    for image in (decode_image(encoded(ramp, "PNG")), decode_image(encoded(ramp.astype(np.int32), "TIFF"))):
+        pixels = np.asarray(image)
+        assert image.mode == "RGB" and pixels.shape == (40, 48, 3)
+        np.testing.assert_array_equal(pixels[..., 0], expected)
+        np.testing.assert_array_equal(pixels[..., 2], expected)
+    unit = ramp.astype(np.float32) / 65535
+    np.testing.assert_array_equal(np.asarray(decode_image(encoded(unit, "TIFF")))[..., 1], expected)
+    with pytest.raises(gradeclip.errors.UnreadableImage, match="no known scale to 8 bits"):
+        decode_image(encoded(unit * 1000, "TIFF"))
+
+
+def test_all_zero_maps_are_flagged_in_the_store(tmp_path, images):
+    """A model whose last block's values are zero gives all-zero Grad-ECLIP maps: each row says so."""
+    model, preprocess, tokenizer = gradeclip.load(f"local-dir:{model_folder(tmp_path / 'model', weights_seed=1)}")
+    attention = model.visual.transformer.resblocks[-1].attn
+    width = attention.embed_dim
+    with torch.no_grad():
+        attention.in_proj_weight[2 * width :] = 0
+        attention.in_proj_bias[2 * width :] = 0
+    job = gradeclip.ExplainJob(model="tiny", data=str(images), out=str(tmp_path / "s"), texts=["a photo"], workers=0, progress=False)
+    gradeclip.explain_dataset(job, loaded=(model, preprocess, tokenizer))
+    store = gradeclip.Store(tmp_path / "s")
+    assert not store.maps(list(range(len(store)))).any()
+    assert all(w is not None and any(x.startswith("all-zero map") for x in w) for w in store.to_pandas()["warnings"])
+
+
+# bugs 4 and 7: URLs are refused as such; error rows keep their caption
+
+
+def test_urls_and_broken_images_are_error_rows_with_their_captions(tmp_path, images):
+    table = tmp_path / "t.csv"
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    table.write_text(
+        f"image,caption\n{images}/img0.png,a photo\nhttps://example.com/x.jpg,a picture from the web\nbroken.png,a broken photo\n"
+    )
+    folder = model_folder(tmp_path / "model", weights_seed=1)
+    assert explain("--model", str(folder), "--data", str(table), "--out", str(tmp_path / "s")) == 0
+    frame = gradeclip.Store(tmp_path / "s").to_pandas().set_index("key")
+    assert list(frame["status"]) == ["ok", "error", "error"]
+    assert frame.loc["1", "error"].startswith("URLs are not fetched ('https://example.com/x.jpg')")
+    assert frame.loc["1", "path"] == "https://example.com/x.jpg"
+    assert list(frame["text"]) == ["a photo", "a picture from the web", "a broken photo"]
