@@ -25,7 +25,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
-    from . import synth
+    from . import analysis, synth
     from .explainer import Explainer
     from .loading import ModelIdentity, load, model_identity
     from .methods import MethodInfo, methods
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
 # public name -> (module that defines it, attribute in that module; None: the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "synth": (".synth", None),
+    "analysis": (".analysis", None),
     "Explainer": (".explainer", "Explainer"),
     "load": (".loading", "load"),
     "ModelIdentity": (".loading", "ModelIdentity"),
@@ -109,6 +110,7 @@ __all__ = [
     "UnknownMethodError",
     "UnsupportedModelError",
     "__version__",
+    "analysis",
     "build_info",
     "explain_dataset",
     "load",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 
 from .compat import resolve
 from .errors import InputError, UnsupportedModelError
+from .image_inputs import ImageInput, is_image_like, prepare_images
 from .methods import get_method
 from .methods.gradeclip_text import grad_eclip_text
 from .results import ImageExplanation, PairExplanation, TextExplanation
@@ -159,23 +161,53 @@ class Explainer:
             raise InputError("a text embedding is all zeros")
         return emb / norm
 
+    def images(
+        self, images: Any, resolution: str = "model", max_short_side: int | None = None
+    ) -> tuple[Tensor, list[ImageInput] | None]:
+        """The model input ``[B, 3, H, W]`` for ``images`` and, for images given as PIL images,
+        uint8 arrays or paths (one or a list), each one's :class:`~gradeclip.image_inputs.ImageInput`
+        (preprocessed as the model's own preprocessing does, or at ``resolution="native"``, see
+        :func:`gradeclip.image_inputs.prepare_images`). A float tensor is taken as already
+        preprocessed (then there are no originals, and ``resolution`` must stay ``"model"``)."""
+        if isinstance(images, Tensor):
+            if resolution != "model" or max_short_side is not None:
+                raise InputError(
+                    "resolution= and max_short_side= apply to images given as PIL images, arrays or paths; a tensor is "
+                    "explained as it is (make one with gradeclip.native_preprocess for native resolution)"
+                )
+            return images, None
+        if not is_image_like(images):
+            raise InputError(
+                "images must be a preprocessed float torch.Tensor [B, 3, H, W], a PIL image, a uint8 array, a path, or a list of those; "
+                f"got {type(images).__name__}"
+            )
+        return prepare_images(images, self.model, resolution, max_short_side)
+
     def explain_image(
         self,
-        images: Tensor,
+        images: Any,
         texts: str | Sequence[str] | Tensor,
         *,
         method: str = "gradeclip",
         compat: str | None = None,
+        resolution: str = "model",
+        max_short_side: int | None = None,
         **options: Any,
     ) -> ImageExplanation:
         """Explain each image against every text.
 
         Args:
-            images: float tensor ``[B, 3, H, W]``, already preprocessed (the model's preprocess, or
-                :func:`gradeclip.native_preprocess` for ``resolution="native"``); H and W must be
-                multiples of the patch size. Moved to the model's device and dtype.
+            images: PIL images, uint8 arrays ``[H, W, 3]`` or image paths (one or a list),
+                preprocessed as the model's own preprocessing does (:meth:`images`; the result then
+                draws overlays on them: :meth:`ImageExplanation.overlay`); or a float tensor
+                ``[B, 3, H, W]`` already preprocessed (the model's preprocess, or
+                :func:`gradeclip.native_preprocess`), H and W multiples of the patch size. Moved to
+                the model's device and dtype.
             texts: a string, a list of strings, token ids ``[T, L]`` or embeddings ``[T, E]``.
             method: a registered method name (:func:`gradeclip.methods`; ``docs/methods.md``).
+            resolution: for images not given as a tensor: ``"model"`` (the model's input size) or
+                ``"native"`` (about each image's own size and aspect ratio, SPEC §4).
+            max_short_side: with ``resolution="native"``, cap the shorter side at this many pixels.
             **options: the method's options (its keyword-only parameters). Grad-ECLIP: ``heads``
                 (``"single"`` | ``"model"``), ``spatial`` (``"loosened"`` | ``"softmax"`` |
                 ``"none"``), ``qk_space`` (``"attention"`` | ``"out_proj"``), ``n_layers`` (≥ 1),
@@ -197,8 +229,9 @@ class Explainer:
             if method != "gradeclip":
                 raise InputError(f"compat={compat!r} sets Grad-ECLIP's options; method {method!r} has none of them (use method='gradeclip')")
             options = resolve(compat, "image", options)
+        pixels, inputs = self.images(images, resolution, max_short_side)
         targets, text_list = self.encode_texts(texts)
-        return self._explain_targets(images, targets, method, options, texts=text_list)
+        return self._explain_targets(pixels, targets, method, options, texts=text_list, inputs=inputs)
 
     def explain_classes(
         self, images: Tensor, classes: int | Sequence[int], *, method: str = "gradeclip", **options: Any
@@ -237,6 +270,7 @@ class Explainer:
         options: dict[str, Any],
         texts: list[str] | None = None,
         classes: list[int] | None = None,
+        inputs: list[ImageInput] | None = None,
     ) -> ImageExplanation:
         info, fn = get_method(method)
         check_option_names(method, fn, options)
@@ -261,6 +295,7 @@ class Explainer:
             extras=out.extras,
             classes=classes,
             text_specific=info.text_specific,
+            inputs=inputs,
         )
 
     def encode_images(self, images: Tensor) -> Tensor:
@@ -283,7 +318,7 @@ class Explainer:
 
     def explain_text(
         self,
-        images: Tensor,
+        images: Any,
         texts: str | Sequence[str] | Tensor,
         *,
         n_layers: int | None = None,
@@ -292,6 +327,8 @@ class Explainer:
         lambda_keys: str | None = None,
         relu: str | None = None,
         compat: str | None = None,
+        resolution: str = "model",
+        max_short_side: int | None = None,
     ) -> TextExplanation:
         """Explain which tokens (and words) of each text made it match each image (SPEC §3).
 
@@ -301,7 +338,8 @@ class Explainer:
         from one batched vector-Jacobian product (texts go in chunks of ``TEXT_BATCH`` to bound memory).
 
         Args:
-            images: float tensor ``[B, 3, H, W]``, preprocessed as for :meth:`explain_image`.
+            images: as for :meth:`explain_image` (PIL images, arrays, paths, or a preprocessed
+                tensor; ``resolution`` and ``max_short_side`` as there).
             texts: a caption or a list of captions (strings; the Explainer's tokenizer must be
                 open_clip's ``SimpleTokenizer`` or a Hugging Face fast tokenizer), or token ids ``[T, L]`` made by the model's own
                 tokenizer (any model; then there are no words, only token positions). Captions
@@ -347,7 +385,7 @@ class Explainer:
                     f"{tower.description}: the model pools a position other than the tokenizer's end-of-text token; "
                     "give the model's own token ids [T, L] instead of strings"
                 )
-        targets = self.encode_images(images)
+        targets = self.encode_images(self.images(images, resolution, max_short_side)[0])
         if targets.shape[-1] != tower.embed_dim:
             raise UnsupportedModelError(f"image embeddings have width {targets.shape[-1]}, text embeddings {tower.embed_dim}")
         with evaluation_mode(self.model):  # up to TEXT_BATCH texts per forward, to bound memory
@@ -366,18 +404,22 @@ class Explainer:
 
     def explain_pair(
         self,
-        image: Tensor,
+        image: Any,
         text: str,
         *,
         heads: str = "single",
         n_layers: int = 1,
         n_text_layers: int | None = None,
         compat: str | None = None,
+        resolution: str = "model",
+        max_short_side: int | None = None,
     ) -> PairExplanation:
         """The visual map and the word importances of one (image, text) pair (the paper's Fig. 4).
 
         Args:
-            image: float tensor ``[3, H, W]`` or ``[1, 3, H, W]``, preprocessed.
+            image: a PIL image, uint8 array or path (``resolution`` and ``max_short_side`` as for
+                :meth:`explain_image`; the visual side then draws overlays on it), or a float tensor
+                ``[3, H, W]`` / ``[1, 3, H, W]``, preprocessed.
             text: the caption.
             heads: ``"single"`` or ``"model"``, for both sides.
             n_layers: image-tower blocks explained (SPEC §2; default 1).
@@ -393,8 +435,12 @@ class Explainer:
             image = image.unsqueeze(0)
         if isinstance(image, Tensor) and image.ndim == 4 and image.shape[0] != 1:
             raise InputError(f"explain_pair takes one image, got a batch of {image.shape[0]}; use explain_image / explain_text")
-        textual = self.explain_text(image, [text], n_layers=n_text_layers, heads=heads, compat=compat)
-        visual = self.explain_image(image, [text], method="gradeclip", compat=compat, heads=heads, n_layers=n_layers)
+        if isinstance(image, (list, tuple)):
+            raise InputError(f"explain_pair takes one image, got a list of {len(image)}; use explain_image / explain_text")
+        pixels, inputs = self.images(image, resolution, max_short_side)
+        textual = self.explain_text(pixels, [text], n_layers=n_text_layers, heads=heads, compat=compat)
+        visual = self.explain_image(pixels, [text], method="gradeclip", compat=compat, heads=heads, n_layers=n_layers)
+        visual = dataclasses.replace(visual, inputs=inputs)
         return PairExplanation(visual=visual, textual=textual)
 
     def _encode_option(self, name: str, value: Any) -> Tensor:

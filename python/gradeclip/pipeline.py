@@ -57,7 +57,7 @@ from .preprocessing import OPENAI_MEAN, OPENAI_STD
 from .store import INDEX, MANIFEST, OVERLAYS, PARTS, ChunkBuffer, StoreWriter, read_manifest
 from .targets import Row, Targets
 from .words import TruncationWarning, truncated_after, truncation_message
-from .zeroshot import classifier, templates
+from .zeroshot import DEFAULT_TEMPLATES, classifier, templates
 
 PENDING_WRITES = 4  # overlay batches and chunks waiting for the writer thread before the main loop waits
 COLORMAPS = ("jet", "viridis", "turbo")
@@ -369,7 +369,7 @@ def explain_dataset(job: ExplainJob, *, loaded: tuple[Any, Any, Any] | None = No
     job.check()
     zero_shot_templates = None
     if job.mode == "zeroshot":
-        zero_shot_templates = job.templates if job.templates is not None else templates("openai")
+        zero_shot_templates = job.templates if job.templates is not None else templates(DEFAULT_TEMPLATES)
     job = replace(job, model=model_name(job.model), templates=zero_shot_templates)
     ranks = init_ranks(job.device, job.dist_timeout_min)
     try:
