@@ -58,6 +58,10 @@ def model_identity(model):
     return model_identity(model)
 
 
+def no_loading(*args, **kwargs):
+    raise AssertionError("the model was loaded")
+
+
 def explain(*args: str) -> int:
     return main(["explain", "--quiet", "--workers", "0", *args])
 
@@ -196,9 +200,6 @@ def test_text_layers_default_to_what_the_model_has(tmp_path, capsys):
 
 
 def test_bad_settings_are_refused_before_the_weights_load(monkeypatch, tmp_path, images, capsys):
-    def no_loading(*args, **kwargs):
-        raise AssertionError("the model was loaded")
-
     monkeypatch.setattr("gradeclip.pipeline.load", no_loading)
     folder = model_folder(tmp_path / "model", weights_seed=1)
     common = ["--model", str(folder), "--data", str(images), "--texts", "a photo"]
@@ -220,10 +221,6 @@ def test_a_finished_store_is_reported_without_loading_the_model(monkeypatch, tmp
     args = ["--model", str(folder), "--data", str(images), "--texts", "a photo", "--out", str(tmp_path / "s")]
     assert explain(*args) == 0
     capsys.readouterr()
-
-    def no_loading(*args, **kwargs):
-        raise AssertionError("the model was loaded")
-
     monkeypatch.setattr("gradeclip.pipeline.load", no_loading)
     assert explain(*args) == 0
     assert "already complete: nothing to do (the model was not loaded)" in capsys.readouterr().out
