@@ -5,6 +5,7 @@
     gradeclip eval text-faithfulness --model ViT-B-16 --pretrained openai --captions coco_val.csv
     gradeclip eval localization --model ViT-B-16 --pretrained openai --images imagenet-s/validation \\
         --masks imagenet-s/validation-segmentation
+    gradeclip eval regions --model gradeclip-synth --synth 500 --retrieval 1000
     gradeclip eval table results/*.json
 """
 
@@ -113,6 +114,9 @@ def add_parser(subparsers: Any) -> None:
     local.add_argument("--mask-format", default="auto", choices=["auto", "binary", "imagenet-s"])
     local.add_argument("--text", help="explain every image for this text instead of its class")
     local.set_defaults(run=run)
+    from . import eval_regions
+
+    eval_regions.add_parser(sub)  # its own run function
     table = sub.add_parser("table", help="print the summary table of saved results")
     table.add_argument("results", nargs="+", help="result .json files")
     table.set_defaults(run=run)
