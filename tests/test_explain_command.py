@@ -289,11 +289,56 @@ def test_refused_before_any_work(tmp_path, model_dir, photos, capsys):
     (tmp_path / "t.csv").write_text("image\ncat.jpg\n")
     assert run_cli("--model", str(model_dir), "--data", str(tmp_path / "t.csv"), "--out", str(tmp_path / "s2")) == 2
     assert "has no captions" in capsys.readouterr().err
-    assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(tmp_path / "s3"), "--text-maps") == 2
-    assert "text maps (text_layers=8): n_layers must be an integer in 1..3" in capsys.readouterr().err
+    assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(tmp_path / "s3"), "--text-maps", "--text-layers", "8") == 2
+    assert "text_layers (--text-layers) must be in 1..3, the text tower's blocks; got 8" in capsys.readouterr().err
     assert not (tmp_path / "s3").exists()  # checked before the store is made
     assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(tmp_path / "s4"), "--classnames", "--text-maps") == 2
     assert "zero-shot classes are averages" in capsys.readouterr().err
+
+
+def explain_parser():
+    """The ``explain`` subcommand's parser, as ``gradeclip`` registers it."""
+    from gradeclip.cli import build_parser
+
+    return next(a for a in build_parser()._actions if a.dest == "command").choices["explain"]
+
+
+def test_every_flag_default_is_the_jobs():
+    """The command's defaults are ExplainJob's: one declaration, checked flag by flag."""
+    import dataclasses
+
+    jobs = {f.name: f for f in dataclasses.fields(ExplainJob)}
+    flags = {a.dest: a for a in explain_parser()._actions if a.dest in jobs}
+    assert len(flags) >= 25
+    for name, action in flags.items():
+        field = jobs[name]
+        if field.default is not dataclasses.MISSING:
+            assert action.default == field.default, name
+        else:  # required, or a default that depends on the machine: the flag must not set one
+            assert action.default is None, name
+    assert flags["workers"].default is None and jobs["workers"].default_factory() == min(8, os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("extra", [[], ["--classnames", "CLASSES"], ["--texts", "a cat", "a dog"]], ids=["pairs", "zeroshot", "texts"])
+def test_a_job_from_the_command_line_is_the_python_default(tmp_path, extra):
+    """``gradeclip explain`` with only the required flags runs the job the Python API runs with
+    only the required arguments (before: zero-shot templates resolved by the command, None in the job)."""
+    from gradeclip.commands.explain import job_from_args
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat\ndog\n")
+    extra = [str(classes) if e == "CLASSES" else e for e in extra]
+    job = job_from_args(explain_parser().parse_args(["--model", "m", "--data", "d", "--out", "o", *extra]))
+    kwargs = {"classnames": ["cat", "dog"]} if "--classnames" in extra else {"texts": ["a cat", "a dog"]} if extra else {}
+    assert job == ExplainJob(model="m", data="d", out="o", **kwargs)
+
+
+def test_every_offered_choice_is_accepted_by_the_job():
+    choices = {a.dest: a.choices for a in explain_parser()._actions if a.choices and a.dest in ("precision", "colormap", "compat")}
+    assert set(choices) == {"precision", "colormap", "compat"}
+    for name, values in choices.items():
+        for value in values:
+            ExplainJob(model="m", data="d", out="o", **{name: value}).check()
 
 
 def test_explain_subsets_matches_one_call_per_image(tiny_model, tokenizer):
@@ -365,6 +410,7 @@ def test_torchrun_two_processes_match_one(tmp_path, model_dir, photos):
     done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert gradeclip.Store(tmp_path / "two").manifest["run"]["world_size"] == 2
+    assert "this run: 9 samples done (6 explained, 3 failed)" in done.stdout  # both ranks' work, not rank 0's share
     one, two = store_content(tmp_path / "one"), store_content(tmp_path / "two")
     assert one[0] == two[0]
     np.testing.assert_allclose(one[1], two[1], atol=1e-5)

@@ -25,9 +25,9 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
-    from . import synth
+    from . import analysis, synth
     from .explainer import Explainer
-    from .loading import load
+    from .loading import ModelIdentity, load, model_identity
     from .methods import MethodInfo, methods
     from .pipeline import ExplainJob, explain_dataset
     from .preprocessing import native_preprocess
@@ -37,8 +37,11 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
 # public name -> (module that defines it, attribute in that module; None: the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "synth": (".synth", None),
+    "analysis": (".analysis", None),
     "Explainer": (".explainer", "Explainer"),
     "load": (".loading", "load"),
+    "ModelIdentity": (".loading", "ModelIdentity"),
+    "model_identity": (".loading", "model_identity"),
     "MethodInfo": (".methods", "MethodInfo"),
     "methods": (".methods", "methods"),
     "native_preprocess": (".preprocessing", "native_preprocess"),
@@ -97,6 +100,7 @@ __all__ = [
     "InputError",
     "InputTypeError",
     "MethodInfo",
+    "ModelIdentity",
     "ModelLoadError",
     "PairExplanation",
     "Store",
@@ -106,10 +110,12 @@ __all__ = [
     "UnknownMethodError",
     "UnsupportedModelError",
     "__version__",
+    "analysis",
     "build_info",
     "explain_dataset",
     "load",
     "methods",
+    "model_identity",
     "native_preprocess",
     "synth",
 ]

@@ -1,6 +1,7 @@
 """Which open_clip architectures gradeclip explains: build each with random weights, explain it, check it.
 
-``python -m gradeclip.coverage`` (or ``gradeclip coverage``) walks ``open_clip.list_models()``. For
+:func:`run_coverage` (the command ``gradeclip coverage``, also ``python -m gradeclip.coverage``;
+flags in :mod:`gradeclip.commands.coverage`) walks ``open_clip.list_models()``. For
 each architecture it builds the model with random weights, small (see :func:`shrink`), asks for the
 image and the text tower adapters and, where one exists, explains a batch and checks it:
 
@@ -23,12 +24,10 @@ type, so depth does not change whether it can be explained. open_clip images are
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import gc
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -42,7 +41,6 @@ from torch.nn import functional as F
 
 from .errors import UnsupportedModelError
 from .explainer import Explainer
-from .files import write_text
 from .towers.registry import image_tower, text_tower
 
 BLOCKS = 2  # blocks per tower in the coverage build
@@ -310,46 +308,7 @@ def run_coverage(names: list[str], jsonl: Path | None = None, progress: bool = T
     return rows
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", nargs="*", default=None, help="architectures to cover (default: all of open_clip.list_models())")
-    p.add_argument("--out", type=Path, default=None, help="also write the Markdown table here (atomically)")
-    p.add_argument("--resume", type=Path, default=None, help="JSON-lines file of finished rows: appended to, reused on a rerun")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+if __name__ == "__main__":  # `python -m gradeclip.coverage ...` is `gradeclip coverage ...`
+    from .cli import main
 
-
-def main_args(args: argparse.Namespace) -> int:
-    """Run the coverage walk for parsed arguments; prints the table; exit status 1 if anything crashed."""
-    import open_clip
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    names = args.models or open_clip.list_models()
-    unknown = sorted(set(names) - set(open_clip.list_models()))
-    if unknown:
-        print(f"unknown architectures: {', '.join(unknown)}", file=sys.stderr)
-        return 2
-    rows = run_coverage(names, args.resume)
-    command = " ".join(
-        ["python -m gradeclip.coverage"]
-        + (["--models", *args.models] if args.models else [])
-        + ([f"--threads {args.threads}"] if args.threads else [])
-        + ([f"--resume {args.resume}"] if args.resume else [])
-        + ([f"--out {args.out}"] if args.out else [])
-    )
-    table = markdown(rows, command)
-    print(table)
-    if args.out is not None:
-        write_text(args.out, table)
-    return 1 if any(r.crashed for r in rows) else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradeclip.coverage", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return main_args(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
+    raise SystemExit(main(["coverage", *sys.argv[1:]]))

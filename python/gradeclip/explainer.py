@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,14 +13,16 @@ from torch import Tensor, nn
 
 from .compat import resolve
 from .errors import InputError, UnsupportedModelError
+from .image_inputs import ImageInput, is_image_like, prepare_images
 from .methods import get_method
 from .methods.gradeclip_text import grad_eclip_text
 from .results import ImageExplanation, PairExplanation, TextExplanation
 from .towers.base import ImageTower, TextTower
 from .towers.registry import image_tower, text_tower
-from .words import HFTokenizer, WordAlignment, tokenize_captions
+from .words import HFTokenizer, WordAlignment, tokenize_captions, warn_truncated
 
 TEXT_BATCH = 256  # texts encoded per text-tower forward
+TEXT_LAYERS = 8  # text blocks explained by default (the paper's choice for ViT-B), at most the tower's depth
 
 
 @contextmanager
@@ -54,6 +57,11 @@ def caption_list(texts: str | Sequence[str]) -> list[str]:
         if not text.strip():
             raise InputError(f"texts[{i}] is empty or whitespace only")
     return texts
+
+
+def default_text_layers(tower: TextTower) -> int:
+    """The text blocks explained when none are asked for: the paper's 8, or all of a shallower tower."""
+    return min(TEXT_LAYERS, len(tower.blocks))
 
 
 def check_option_names(method: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
@@ -112,7 +120,9 @@ class Explainer:
         """Unit-norm float32 text embeddings ``[T, E]`` on the model's device, and the texts.
 
         ``texts`` may be one string, a list of strings (tokenised with the tokenizer), token ids
-        (integer tensor ``[T, context_length]``) or embeddings (float tensor ``[T, E]``).
+        (integer tensor ``[T, context_length]``) or embeddings (float tensor ``[T, E]``). Strings
+        longer than the context length are truncated with a ``TruncationWarning`` naming them, as
+        in :meth:`explain_text`.
         """
         device = self.image_tower.device
         if isinstance(texts, Tensor):
@@ -127,7 +137,9 @@ class Explainer:
                 "texts were given as strings but the Explainer has no tokenizer; pass tokenizer=, or give token ids "
                 "[T, L] directly (e.g. SigLIP, whose tokenizer needs a hub download)"
             )
-        return self._encode_tokens(self.tokenizer(texts).to(device)), texts
+        tokens = self.tokenizer(texts)
+        warn_truncated(self.tokenizer, texts, tokens.shape[-1])
+        return self._encode_tokens(tokens.to(device)), texts
 
     def _encode_tokens(self, tokens: Tensor) -> Tensor:
         encode = getattr(self.model, "encode_text", None)  # open_clip's own; other models through their text tower
@@ -149,23 +161,53 @@ class Explainer:
             raise InputError("a text embedding is all zeros")
         return emb / norm
 
+    def images(
+        self, images: Any, resolution: str = "model", max_short_side: int | None = None
+    ) -> tuple[Tensor, list[ImageInput] | None]:
+        """The model input ``[B, 3, H, W]`` for ``images`` and, for images given as PIL images,
+        uint8 arrays or paths (one or a list), each one's :class:`~gradeclip.image_inputs.ImageInput`
+        (preprocessed as the model's own preprocessing does, or at ``resolution="native"``, see
+        :func:`gradeclip.image_inputs.prepare_images`). A float tensor is taken as already
+        preprocessed (then there are no originals, and ``resolution`` must stay ``"model"``)."""
+        if isinstance(images, Tensor):
+            if resolution != "model" or max_short_side is not None:
+                raise InputError(
+                    "resolution= and max_short_side= apply to images given as PIL images, arrays or paths; a tensor is "
+                    "explained as it is (make one with gradeclip.native_preprocess for native resolution)"
+                )
+            return images, None
+        if not is_image_like(images):
+            raise InputError(
+                "images must be a preprocessed float torch.Tensor [B, 3, H, W], a PIL image, a uint8 array, a path, or a list of those; "
+                f"got {type(images).__name__}"
+            )
+        return prepare_images(images, self.model, resolution, max_short_side)
+
     def explain_image(
         self,
-        images: Tensor,
+        images: Any,
         texts: str | Sequence[str] | Tensor,
         *,
         method: str = "gradeclip",
         compat: str | None = None,
+        resolution: str = "model",
+        max_short_side: int | None = None,
         **options: Any,
     ) -> ImageExplanation:
         """Explain each image against every text.
 
         Args:
-            images: float tensor ``[B, 3, H, W]``, already preprocessed (the model's preprocess, or
-                :func:`gradeclip.native_preprocess` for ``resolution="native"``); H and W must be
-                multiples of the patch size. Moved to the model's device and dtype.
+            images: PIL images, uint8 arrays ``[H, W, 3]`` or image paths (one or a list),
+                preprocessed as the model's own preprocessing does (:meth:`images`; the result then
+                draws overlays on them: :meth:`ImageExplanation.overlay`); or a float tensor
+                ``[B, 3, H, W]`` already preprocessed (the model's preprocess, or
+                :func:`gradeclip.native_preprocess`), H and W multiples of the patch size. Moved to
+                the model's device and dtype.
             texts: a string, a list of strings, token ids ``[T, L]`` or embeddings ``[T, E]``.
             method: a registered method name (:func:`gradeclip.methods`; ``docs/methods.md``).
+            resolution: for images not given as a tensor: ``"model"`` (the model's input size) or
+                ``"native"`` (about each image's own size and aspect ratio, SPEC §4).
+            max_short_side: with ``resolution="native"``, cap the shorter side at this many pixels.
             **options: the method's options (its keyword-only parameters). Grad-ECLIP: ``heads``
                 (``"single"`` | ``"model"``), ``spatial`` (``"loosened"`` | ``"softmax"`` |
                 ``"none"``), ``qk_space`` (``"attention"`` | ``"out_proj"``), ``n_layers`` (≥ 1),
@@ -187,8 +229,9 @@ class Explainer:
             if method != "gradeclip":
                 raise InputError(f"compat={compat!r} sets Grad-ECLIP's options; method {method!r} has none of them (use method='gradeclip')")
             options = resolve(compat, "image", options)
+        pixels, inputs = self.images(images, resolution, max_short_side)
         targets, text_list = self.encode_texts(texts)
-        return self._explain_targets(images, targets, method, options, texts=text_list)
+        return self._explain_targets(pixels, targets, method, options, texts=text_list, inputs=inputs)
 
     def explain_classes(
         self, images: Tensor, classes: int | Sequence[int], *, method: str = "gradeclip", **options: Any
@@ -227,6 +270,7 @@ class Explainer:
         options: dict[str, Any],
         texts: list[str] | None = None,
         classes: list[int] | None = None,
+        inputs: list[ImageInput] | None = None,
     ) -> ImageExplanation:
         info, fn = get_method(method)
         check_option_names(method, fn, options)
@@ -251,6 +295,7 @@ class Explainer:
             extras=out.extras,
             classes=classes,
             text_specific=info.text_specific,
+            inputs=inputs,
         )
 
     def encode_images(self, images: Tensor) -> Tensor:
@@ -273,15 +318,17 @@ class Explainer:
 
     def explain_text(
         self,
-        images: Tensor,
+        images: Any,
         texts: str | Sequence[str] | Tensor,
         *,
-        n_layers: int = 8,
+        n_layers: int | None = None,
         heads: str = "single",
         qk_space: str | None = None,
         lambda_keys: str | None = None,
         relu: str | None = None,
         compat: str | None = None,
+        resolution: str = "model",
+        max_short_side: int | None = None,
     ) -> TextExplanation:
         """Explain which tokens (and words) of each text made it match each image (SPEC §3).
 
@@ -291,12 +338,15 @@ class Explainer:
         from one batched vector-Jacobian product (texts go in chunks of ``TEXT_BATCH`` to bound memory).
 
         Args:
-            images: float tensor ``[B, 3, H, W]``, preprocessed as for :meth:`explain_image`.
+            images: as for :meth:`explain_image` (PIL images, arrays, paths, or a preprocessed
+                tensor; ``resolution`` and ``max_short_side`` as there).
             texts: a caption or a list of captions (strings; the Explainer's tokenizer must be
                 open_clip's ``SimpleTokenizer`` or a Hugging Face fast tokenizer), or token ids ``[T, L]`` made by the model's own
                 tokenizer (any model; then there are no words, only token positions). Captions
-                longer than the context length are truncated with a ``UserWarning`` naming them.
-            n_layers: how many of the text tower's last blocks are explained (1..depth).
+                longer than the context length are truncated with a ``TruncationWarning`` (a
+                ``UserWarning``) naming them.
+            n_layers: how many of the text tower's last blocks are explained (1..depth); None:
+                ``min(8, depth)`` (:func:`default_text_layers`).
             heads: ``"single"`` or ``"model"``.
             qk_space: ``"attention"`` (default) or ``"out_proj"`` (q, k through the output projection).
             lambda_keys: ``"attended"`` (default: λ min-max over tokens 0..EOT, SPEC §3) or
@@ -317,6 +367,8 @@ class Explainer:
         """
         form = resolve(compat, "text", {"lambda_keys": lambda_keys, "relu": relu, "qk_space": qk_space})
         tower = self.text_tower
+        if n_layers is None:
+            n_layers = default_text_layers(tower)
         captions: list[str] | None = None
         alignments: list[WordAlignment] | None = None
         if isinstance(texts, Tensor):
@@ -333,7 +385,7 @@ class Explainer:
                     f"{tower.description}: the model pools a position other than the tokenizer's end-of-text token; "
                     "give the model's own token ids [T, L] instead of strings"
                 )
-        targets = self.encode_images(images)
+        targets = self.encode_images(self.images(images, resolution, max_short_side)[0])
         if targets.shape[-1] != tower.embed_dim:
             raise UnsupportedModelError(f"image embeddings have width {targets.shape[-1]}, text embeddings {tower.embed_dim}")
         with evaluation_mode(self.model):  # up to TEXT_BATCH texts per forward, to bound memory
@@ -352,22 +404,26 @@ class Explainer:
 
     def explain_pair(
         self,
-        image: Tensor,
+        image: Any,
         text: str,
         *,
         heads: str = "single",
         n_layers: int = 1,
-        n_text_layers: int = 8,
+        n_text_layers: int | None = None,
         compat: str | None = None,
+        resolution: str = "model",
+        max_short_side: int | None = None,
     ) -> PairExplanation:
         """The visual map and the word importances of one (image, text) pair (the paper's Fig. 4).
 
         Args:
-            image: float tensor ``[3, H, W]`` or ``[1, 3, H, W]``, preprocessed.
+            image: a PIL image, uint8 array or path (``resolution`` and ``max_short_side`` as for
+                :meth:`explain_image`; the visual side then draws overlays on it), or a float tensor
+                ``[3, H, W]`` / ``[1, 3, H, W]``, preprocessed.
             text: the caption.
             heads: ``"single"`` or ``"model"``, for both sides.
             n_layers: image-tower blocks explained (SPEC §2; default 1).
-            n_text_layers: text-tower blocks explained (SPEC §3; default 8).
+            n_text_layers: text-tower blocks explained (SPEC §3; default ``min(8, depth)``).
             compat: ``"authors"``: both sides in the authors' released form (SPEC §12).
 
         Returns:
@@ -379,8 +435,12 @@ class Explainer:
             image = image.unsqueeze(0)
         if isinstance(image, Tensor) and image.ndim == 4 and image.shape[0] != 1:
             raise InputError(f"explain_pair takes one image, got a batch of {image.shape[0]}; use explain_image / explain_text")
-        textual = self.explain_text(image, [text], n_layers=n_text_layers, heads=heads, compat=compat)
-        visual = self.explain_image(image, [text], method="gradeclip", compat=compat, heads=heads, n_layers=n_layers)
+        if isinstance(image, (list, tuple)):
+            raise InputError(f"explain_pair takes one image, got a list of {len(image)}; use explain_image / explain_text")
+        pixels, inputs = self.images(image, resolution, max_short_side)
+        textual = self.explain_text(pixels, [text], n_layers=n_text_layers, heads=heads, compat=compat)
+        visual = self.explain_image(pixels, [text], method="gradeclip", compat=compat, heads=heads, n_layers=n_layers)
+        visual = dataclasses.replace(visual, inputs=inputs)
         return PairExplanation(visual=visual, textual=textual)
 
     def _encode_option(self, name: str, value: Any) -> Tensor:

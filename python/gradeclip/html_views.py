@@ -55,7 +55,7 @@ def png_img(pixels: np.ndarray, title: str = "") -> str:
     shown = max(1.0, SMALLEST / max(pixels.shape[:2]))
     data = base64.b64encode(render.encode_png(pixels[None])[0]).decode("ascii")
     return (
-        f'<img src="data:image/png;base64,{data}" title="{html.escape(title)}" width="{round(pixels.shape[1] * shown)}" '
+        f'<img src="data:image/png;base64,{data}" alt="{html.escape(title)}" title="{html.escape(title)}" width="{round(pixels.shape[1] * shown)}" '
         f'height="{round(pixels.shape[0] * shown)}" style="image-rendering:pixelated"/>'
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 from torch import Tensor
 
 from .errors import InputError
+from .image_inputs import ImageInput
 from .words import WordAlignment
 
 
@@ -35,6 +37,9 @@ class ImageExplanation:
             ignores the text, so ``maps[:, t]`` is the same for every t.
         classes: the class indices explained (:meth:`Explainer.explain_classes`; then ``scores``
             and ``model_scores`` are logits), else None.
+        inputs: when the images were given as PIL images, arrays or paths, each one's original
+            pixels and how it was mapped to the model input (:class:`~gradeclip.image_inputs.ImageInput`),
+            for :meth:`overlay` and :meth:`save`; None for preprocessed tensors.
     """
 
     maps: Tensor
@@ -48,6 +53,7 @@ class ImageExplanation:
     extras: dict[str, Tensor] = field(default_factory=dict)
     text_specific: bool = True
     classes: list[int] | None = None
+    inputs: list[ImageInput] | None = None
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -70,6 +76,38 @@ class ImageExplanation:
 
         up = self.upsampled()
         return render.normalize(up.reshape(-1, *up.shape[2:])).reshape(up.shape)
+
+    def overlay(self, b: int = 0, t: int = 0, *, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
+        """Map ``(b, t)`` over image ``b`` as it was given, at its own size: uint8 RGB ``[H, W, 3]``.
+
+        The map is drawn over the part of the original the model saw and the border its centre crop
+        cut away is dimmed (:func:`gradeclip.image_inputs.overlay_original`). Needs the images as
+        PIL images, arrays or paths; for preprocessed tensors use :func:`gradeclip.render.overlay`
+        with the input's pixels.
+        """
+        from .image_inputs import overlay_original
+
+        if self.inputs is None:
+            raise InputError(
+                "the images were given as preprocessed tensors, so their originals are not known: pass PIL images, "
+                "arrays or paths to explain_image, or draw on the input's pixels with gradeclip.render.overlay"
+            )
+        b, t = self._pair_index(b, t)
+        source = self.inputs[b]
+        return overlay_original(source.pixels, self.maps[b, t].detach(), source.mapping, alpha, colormap)
+
+    def save(self, path: str | os.PathLike[str], b: int = 0, t: int = 0, *, alpha: float = 0.5, colormap: str = "jet") -> None:
+        """Write :meth:`overlay` ``(b, t)`` as a PNG file at ``path`` (atomically; the folder must exist)."""
+        from . import files, render
+
+        files.write_bytes(path, render.encode_png(self.overlay(b, t, alpha=alpha, colormap=colormap)[None])[0])
+
+    def _pair_index(self, b: int, t: int) -> tuple[int, int]:
+        count, texts = self.maps.shape[:2]
+        for name, value, size in (("b", b, count), ("t", t, texts)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < size:
+                raise InputError(f"{name} must be an integer in 0..{size - 1}, got {value!r}")
+        return b, t
 
     def _labels(self) -> list[str]:
         if self.texts is not None:
@@ -96,13 +134,18 @@ class ImageExplanation:
 
         b, t = self.maps.shape[:2]
         nb, nt = min(b, html_views.MAX_IMAGES), min(t, html_views.MAX_TEXTS)
-        heat = render.colorize(self.normalized()[:nb, :nt].reshape(nb * nt, *self.image_size)).reshape(nb, nt, *self.image_size, 3)
+        if self.inputs is not None:
+            pictures = [[self.overlay(i, j) for j in range(nt)] for i in range(nb)]
+        else:
+            heat = render.colorize(self.normalized()[:nb, :nt].reshape(nb * nt, *self.image_size))
+            pictures = [[heat[i * nt + j] for j in range(nt)] for i in range(nb)]
         labels = self._labels()[:nt]
         rows = [
-            [f"image {i}"] + [html_views.png_img(heat[i, j], labels[j]) + f"<br/>{float(self.scores[i, j]):.4f}" for j in range(nt)]
+            [f"image {i}"] + [html_views.png_img(pictures[i][j], labels[j]) + f"<br/>{float(self.scores[i, j]):.4f}" for j in range(nt)]
             for i in range(nb)
         ]
-        caption = f"{self.method}: maps and scores{html_views.more_note(nb, b, nt, t)}"
+        what = "overlays on the images as given" if self.inputs is not None else "heat maps"
+        caption = f"{self.method}: {what} and scores{html_views.more_note(nb, b, nt, t)}"
         return html_views.table(["", *labels], rows, caption)
 
 @dataclass(frozen=True)

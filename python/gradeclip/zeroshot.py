@@ -20,6 +20,8 @@ from .explainer import Explainer
 
 #: built-in template sets: open_clip's 80 OpenAI ImageNet prompts, its 7 "simple" ones, or the bare name
 TEMPLATE_SETS = ("openai", "simple", "none")
+#: the set a zero-shot run uses when it is given none
+DEFAULT_TEMPLATES = "openai"
 PROMPTS_PER_CALL = 1024
 
 

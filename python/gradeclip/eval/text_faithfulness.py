@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from .._version import __version__
 from ..data import Sample, load_images
 from ..errors import InputError
+from ..explainer import default_text_layers
 from .datasets import CaptionTable
 from .models import EvalModel
 from .perturbation import MODES, check_modes, text_steps
@@ -27,7 +28,7 @@ def text_deletion_insertion(
     dataset: CaptionTable,
     *,
     tokenizer: Callable[[list[str]], Tensor],
-    n_text_layers: int = 8,
+    n_text_layers: int | None = None,
     heads: str = "single",
     modes: Sequence[str] = MODES,
     steps: int = 5,
@@ -49,7 +50,7 @@ def text_deletion_insertion(
     Args:
         model, dataset, tokenizer: the model, a :class:`CaptionTable` and the model's tokenizer
             (open_clip's ``SimpleTokenizer``, which the textual explanation needs).
-        n_text_layers, heads: options of :meth:`gradeclip.Explainer.explain_text`.
+        n_text_layers, heads: options of :meth:`gradeclip.Explainer.explain_text` (None: ``min(8, depth)``).
         modes, steps: which curves, and how many words (default 5, as in the paper).
         Other arguments as for :func:`deletion_insertion`.
     """
@@ -65,6 +66,8 @@ def text_deletion_insertion(
         captions = evaluated.encode_texts([s.caption or "" for s in dataset])
         gallery = evaluated.embed_files([dataset.root / key for key in dataset.images], batch_size, progress)
         scorer = TextRetrievalScorer(captions, gallery, dataset.image_of)
+    if n_text_layers is None:
+        n_text_layers = default_text_layers(evaluated.explainer.text_tower)
     settings = {
         "task": "text_faithfulness",
         "model": evaluated.describe(model_name),
