@@ -295,8 +295,8 @@ def test_refused_before_any_work(tmp_path, model_dir, photos, capsys):
     (tmp_path / "t.csv").write_text("image\ncat.jpg\n")
     assert run_cli("--model", str(model_dir), "--data", str(tmp_path / "t.csv"), "--out", str(tmp_path / "s2")) == 2
     assert "has no captions" in capsys.readouterr().err
-    assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(tmp_path / "s3"), "--text-maps") == 2
-    assert "text maps (text_layers=8): n_layers must be an integer in 1..3" in capsys.readouterr().err
+    assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(tmp_path / "s3"), "--text-maps", "--text-layers", "8") == 2
+    assert "text_layers (--text-layers) must be in 1..3, the text tower's blocks; got 8" in capsys.readouterr().err
     assert not (tmp_path / "s3").exists()  # checked before the store is made
     assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(tmp_path / "s4"), "--classnames", "--text-maps") == 2
     assert "zero-shot classes are averages" in capsys.readouterr().err
@@ -416,6 +416,7 @@ def test_torchrun_two_processes_match_one(tmp_path, model_dir, photos):
     done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert gradeclip.Store(tmp_path / "two").manifest["run"]["world_size"] == 2
+    assert "this run: 9 samples done (6 explained, 3 failed)" in done.stdout  # both ranks' work, not rank 0's share
     one, two = store_content(tmp_path / "one"), store_content(tmp_path / "two")
     assert one[0] == two[0]
     np.testing.assert_allclose(one[1], two[1], atol=1e-5)

@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo", "explain", "bench", "eval", "analyze", "coverage", "synth"]
+COMMANDS = ["demo", "explain", "bench", "eval", "analyze", "coverage", "synth", "finetune"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from . import _native
 from .errors import InputError, InputTypeError
@@ -36,20 +36,10 @@ def _translated(fn: Callable[P, T]) -> Callable[P, T]:
     return call
 
 
-build_info = _translated(_native.build_info)
-# rendering (rust/py_render.rs)
-upsample = _translated(_native.upsample)
-normalize = _translated(_native.normalize)
-colorize = _translated(_native.colorize)
-overlay = _translated(_native.overlay)
-encode_png = _translated(_native.encode_png)
-save_overlays = _translated(_native.save_overlays)
-# evaluation (rust/py_eval.rs)
-perturbation_checkpoints = _translated(_native.perturbation_checkpoints)
-perturbation_batch = _translated(_native.perturbation_batch)
-resize_center_crop = _translated(_native.resize_center_crop)
-model_ready = _translated(_native.model_ready)
-curve_auc = _translated(_native.curve_auc)
-localization_metrics = _translated(_native.localization_metrics)
+__all__ = list(_native.__all__)
+for _name in __all__:  # every function of the extension, wrapped
+    globals()[_name] = _translated(getattr(_native, _name))
+del _name
 
-__all__ = list(_native.__all__)  # every function above; tests/test_native.py checks each is wrapped
+if TYPE_CHECKING:  # the same names as the stub (_native.pyi) types them; the wrappers keep their signatures
+    from ._native import *  # noqa: F403

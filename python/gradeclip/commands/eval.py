@@ -5,6 +5,7 @@
     gradeclip eval text-faithfulness --model ViT-B-16 --pretrained openai --captions coco_val.csv
     gradeclip eval localization --model ViT-B-16 --pretrained openai --images imagenet-s/validation \\
         --masks imagenet-s/validation-segmentation
+    gradeclip eval regions --model gradeclip-synth --synth 500 --retrieval 1000
     gradeclip eval table results/*.json
 """
 
@@ -31,6 +32,7 @@ def _option(text: str) -> tuple[str, Any]:
 def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="open_clip architecture, e.g. ViT-B-16")
     p.add_argument("--pretrained", default=None, help="open_clip tag or checkpoint file (default: random weights)")
+    p.add_argument("--model-seed", type=int, default=0, help="seed of random weights (no --pretrained; default: 0)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--chunk-size", type=int, default=16, help="images prepared at once")
@@ -98,7 +100,7 @@ def add_parser(subparsers: Any) -> None:
     text = sub.add_parser("text-faithfulness", help="word deletion / insertion of captions (paper Table III)")
     _run_arguments(text)
     _table_arguments(text, required=True)
-    text.add_argument("--n-text-layers", type=int, default=8)
+    text.add_argument("--n-text-layers", type=int, help="text blocks explained (default: min(8, the text tower's depth))")
     text.add_argument("--heads", default="single", choices=["single", "model"])
     text.add_argument("--modes", nargs="+", default=["deletion", "insertion"], choices=["deletion", "insertion"])
     text.add_argument("--steps", type=int, default=5, help="words changed, one per step")
@@ -112,6 +114,9 @@ def add_parser(subparsers: Any) -> None:
     local.add_argument("--mask-format", default="auto", choices=["auto", "binary", "imagenet-s"])
     local.add_argument("--text", help="explain every image for this text instead of its class")
     local.set_defaults(run=run)
+    from . import eval_regions
+
+    eval_regions.add_parser(sub)  # its own run function
     table = sub.add_parser("table", help="print the summary table of saved results")
     table.add_argument("results", nargs="+", help="result .json files")
     table.set_defaults(run=run)
@@ -126,6 +131,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _check_text_layers(skeleton: Any, n_text_layers: int | None) -> None:
+    """Refuse, before the weights load, an ``--n-text-layers`` the text tower of the model's
+    skeleton (:func:`gradeclip.loading.skeleton`; None: not known before loading) does not have."""
+    from ..explainer import Explainer
+
+    if n_text_layers is None or skeleton is None:
+        return
+    depth = len(Explainer(skeleton).text_tower.blocks)
+    if not 1 <= n_text_layers <= depth:
+        raise InputError(f"--n-text-layers must be in 1..{depth} (the model's text blocks), got {n_text_layers}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from .. import eval as evaluation
     from ..zeroshot import read_lines, templates
@@ -133,14 +150,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.eval_command == "table":
         print(evaluation.summary_table([evaluation.load_result(p) for p in args.results]))
         return 0
-    from ..loading import load
+    from ..loading import load, model_identity, random_weights_warning, skeleton, weights_source
 
     if args.eval_command == "faithfulness":
         evaluation.checkpoint_fractions(args.steps, args.eval_every)  # a bad schedule fails before the model loads
-    if args.pretrained is None:
-        print("gradeclip eval: no --pretrained given, the model has RANDOM weights", file=sys.stderr)
-    model, _, tokenizer = load(args.model, args.pretrained, device=args.device, precision=args.precision)
-    model_name = f"{args.model} {args.pretrained or '(random weights)'}"
+    if args.eval_command == "text-faithfulness":
+        _check_text_layers(skeleton(args.model, args.pretrained), args.n_text_layers)
+    warning = random_weights_warning(weights_source(args.model, args.pretrained, args.model_seed))
+    if warning:
+        print(f"gradeclip eval: {warning}", file=sys.stderr)
+    model, _, tokenizer = load(args.model, args.pretrained, device=args.device, precision=args.precision, seed=args.model_seed)
+    model_name = model_identity(model).describe()
     run_options: dict[str, Any] = {
         "chunk_size": args.chunk_size,
         "limit": args.limit,

@@ -46,6 +46,14 @@ def add_parser(subparsers: Any) -> None:
     draw.add_argument("--size", type=int, default=64, help="image side in pixels")
     draw.set_defaults(run=run_draw)
 
+    pairs = sub.add_parser("pairs", help="write scenes as an image–caption table (pairs.csv) to fine-tune on")
+    pairs.add_argument("--out", type=Path, required=True, help="folder to write into")
+    pairs.add_argument("--count", type=int, default=4096)
+    pairs.add_argument("--split", choices=("train", "val", "test"), default="train")
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--captions", choices=("random", "complete"), default="random", help="training captions (random objects and attributes) or complete ones")
+    pairs.set_defaults(run=run_pairs)
+
 
 def run_train(args: argparse.Namespace) -> int:
     from ..synth.train import TrainConfig, train
@@ -125,4 +133,12 @@ def run_draw(args: argparse.Namespace) -> int:
             }
             index.write(json.dumps(row) + "\n")
     print(f"wrote {args.count} scenes to {args.out}")
+    return 0
+
+
+def run_pairs(args: argparse.Namespace) -> int:
+    from ..synth.export import write_pairs
+
+    table = write_pairs(args.out, args.count, args.split, args.seed, captions=args.captions)
+    print(f"wrote {args.count} scenes and {table}")
     return 0

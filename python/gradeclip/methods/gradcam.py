@@ -28,7 +28,7 @@ INFO = MethodInfo(
 
 
 def gradcam(tower: TokenTower, inputs: Any, targets: Tensor) -> MethodOutput:
-    """Grad-CAM maps of ``inputs`` against unit-norm ``targets`` ``[T, E]``.
+    """Grad-CAM maps of ``inputs`` against unit-norm ``targets`` ``[T, E]`` (or per image ``[B, T, E]``).
 
     Returns maps ``[B, T, *grid]`` float32 and the model's cosine scores ``[B, T]`` (the explained
     score is the model's: ``scores`` = ``model_scores``).

@@ -133,11 +133,17 @@ def explained_forward(tower: TokenTower, batch: TokenBatch, n_layers: int, heads
 
 
 def target_scores(embedding: Tensor, targets: Tensor, score: str = "cosine") -> Tensor:
-    """The explained score as float32 ``[B, T]``: ``cos(e_b, t_t)`` (``targets`` ``[T, E]`` unit-norm)
-    for ``score="cosine"``, ``e_b · t_t`` (one-hot class rows give the class logit) for ``"logit"``."""
+    """The explained score as float32 ``[B, T]``: ``cos(e_b, t_t)`` (``targets`` unit-norm) for
+    ``score="cosine"``, ``e_b · t_t`` (one-hot class rows give the class logit) for ``"logit"``.
+
+    ``targets`` is ``[T, E]`` (the same T targets for every image) or ``[B, T, E]`` (each image its
+    own T targets, e.g. the phrases of its own caption when fine-tuning, SPEC §10).
+    """
     e = embedding.float()
     if score == "cosine":
         e = e / e.norm(dim=-1, keepdim=True)
+    if targets.ndim == 3:
+        return torch.einsum("be,bte->bt", e, targets)
     return e @ targets.T
 
 
@@ -151,14 +157,14 @@ def channel_weights(
 ) -> tuple[Tensor, list[Tensor]]:
     """Scores and their gradients with respect to each of ``outputs`` (SPEC §2 step 2).
 
-    ``embedding`` ``[B, E]`` (in the graph of every output), ``targets`` ``[T, E]`` float32 (unit-norm
-    for ``score="cosine"``, see :func:`target_scores`). Returns ``(scores [B, T] float32, grads)``
+    ``embedding`` ``[B, E]`` (in the graph of every output), ``targets`` ``[T, E]`` or per image
+    ``[B, T, E]`` float32 (unit-norm for ``score="cosine"``, see :func:`target_scores`). Returns ``(scores [B, T] float32, grads)``
     with ``grads[j]`` ``[B, T, *outputs[j].shape[1:]]`` float32. With T ≤ E, T vector-Jacobian
     products batched in one backward call; with T > E, the Jacobian of the embedding (E products)
     contracted with ``∂s/∂e`` — whichever is fewer.
     """
     batch, width = embedding.shape
-    n_targets = targets.shape[0]
+    n_targets = targets.shape[-2]
     with torch.enable_grad():  # callers may be under torch.no_grad()
         e = embedding.float()
         scores = target_scores(e, targets, score)
@@ -170,12 +176,13 @@ def channel_weights(
         eye = torch.eye(width, device=e.device, dtype=e.dtype)
         jacobians = torch.autograd.grad(e, outputs, grad_outputs=eye.unsqueeze(1).expand(width, batch, width), is_grads_batched=True)
     scores = scores.detach()
+    per_image = targets if targets.ndim == 3 else targets.unsqueeze(0)  # [B or 1, T, E]
     if score == "cosine":
         norm = e.detach().norm(dim=-1, keepdim=True)
         e_hat = e.detach() / norm
-        ds_de = (targets.unsqueeze(0) - scores.unsqueeze(-1) * e_hat.unsqueeze(1)) / norm.unsqueeze(1)  # [B, T, E]
+        ds_de = (per_image - scores.unsqueeze(-1) * e_hat.unsqueeze(1)) / norm.unsqueeze(1)  # [B, T, E]
     else:
-        ds_de = targets.unsqueeze(0).expand(batch, n_targets, width)
+        ds_de = per_image.expand(batch, n_targets, width)
     return scores, [torch.einsum("bte,eb...->bt...", ds_de, j.float()) for j in jacobians]
 
 
@@ -203,7 +210,8 @@ def grad_eclip(
     relu: str = "per_layer",
 ) -> MethodOutput:
     """Grad-ECLIP maps of ``inputs`` against ``targets`` ``[T, E]`` (SPEC §2): unit-norm embeddings of
-    the other modality, or one-hot class rows for a classifier tower (``tower.score == "logit"``).
+    the other modality, or one-hot class rows for a classifier tower (``tower.score == "logit"``);
+    ``[B, T, E]`` gives each image its own T targets.
 
     When the explained attention has several query rows (a pooler with several learned queries
     feeding the embedding), each query gets its own map (its own ``g``, ``λ``) and the maps are

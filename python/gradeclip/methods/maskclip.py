@@ -30,7 +30,7 @@ INFO = MethodInfo(
 
 
 def maskclip(tower: TokenTower, inputs: Any, targets: Tensor) -> MethodOutput:
-    """MaskCLIP similarity maps of ``inputs`` against unit-norm ``targets`` ``[T, E]``.
+    """MaskCLIP similarity maps of ``inputs`` against unit-norm ``targets`` ``[T, E]`` (or per image ``[B, T, E]``).
 
     Returns maps ``[B, T, *grid]`` float32 (cosines in [-1, 1], zero at masked keys) and the model's
     cosine scores ``[B, T]`` (``scores`` = ``model_scores``).
@@ -42,7 +42,7 @@ def maskclip(tower: TokenTower, inputs: Any, targets: Tensor) -> MethodOutput:
         embedding, _ = last_block_embedding(tower, batch, x)
         _, _, v = last.qkv(x[:, batch.keys])
         dense = F.normalize(tower.token_head(last.attention_update(v)).float(), dim=-1)  # [B, N, E]
-        maps = torch.einsum("bne,te->btn", dense, targets)
+        maps = torch.einsum("bne,bte->btn", dense, targets) if targets.ndim == 3 else torch.einsum("bne,te->btn", dense, targets)
     if batch.key_mask is not None:
         maps = maps * batch.key_mask[:, None]
     scores = cosine_scores(embedding, targets)
