@@ -5,8 +5,11 @@
   (:attr:`~gradeclip.towers.base.ImageTower.preprocess_cfg`: open_clip's ``preprocess_cfg``, timm's
   ``pretrained_cfg``, OpenAI CLIP's normalisation for transformers CLIP/BLIP).
 - Resize + centre crop, computed in Rust exactly as Pillow (:func:`resize_center_crop`,
-  :func:`model_ready`; :func:`model_input` also returns :func:`crop_mapping`, where the crop lies
-  in the original image); object masks through the same geometry (:func:`mask_in_geometry`).
+  :func:`model_ready`; :func:`model_input` also returns where the crop lies in the original
+  image, :class:`gradeclip.image_inputs.ImageMapping`); object masks through the same geometry
+  (:func:`mask_in_geometry`). The Explainer's own image inputs (PIL images, arrays, paths) and
+  overlays on the original are :mod:`gradeclip.image_inputs`, which reads the model's
+  normalisation here (:func:`normalisation`).
 - Native resolution (SPEC §4): :func:`native_size`, :func:`native_preprocess` (also in the
   authors' two-resize geometry, SPEC §12: :func:`authors_cap`, :func:`authors_size`).
 """
@@ -26,6 +29,7 @@ from . import native
 from .arrays import image_list, triple
 from .compat import resolve
 from .errors import InputError
+from .image_inputs import ImageMapping, shortest_side_mapping
 from .towers.base import OPENAI_MEAN, OPENAI_STD, ImageTower
 from .towers.registry import image_tower
 
@@ -33,11 +37,9 @@ __all__ = [
     "GEOMETRIES",
     "OPENAI_MEAN",
     "OPENAI_STD",
-    "CropMapping",
     "Geometry",
     "authors_cap",
     "authors_size",
-    "crop_mapping",
     "check_size",
     "mask_in_geometry",
     "model_input",
@@ -84,50 +86,6 @@ class Geometry:
         return cls(height, tower.mean, tower.std)
 
 
-@dataclass(frozen=True)
-class CropMapping:
-    """Where a model input of :class:`Geometry` lies in the original image.
-
-    The original ``(H, W)`` is resized to ``resized`` ``(h, w)`` (shorter side = ``size``, the
-    longer ``int(size · long / short)``, torchvision's rule), then the ``size × size`` window at
-    ``offset`` ``(top, left)`` of the resized image is kept (torchvision's centre-crop rounding).
-    Input pixel ``(y, x)`` (pixel centres at ``+0.5``) is original point
-    ``((y + top + 0.5) / scale[0] − 0.5, (x + left + 0.5) / scale[1] − 0.5)``.
-    """
-
-    original: tuple[int, int]
-    resized: tuple[int, int]
-    offset: tuple[int, int]
-    size: int
-
-    @property
-    def scale(self) -> tuple[float, float]:
-        """``(resized height / original height, resized width / original width)``."""
-        return (self.resized[0] / self.original[0], self.resized[1] / self.original[1])
-
-    def box(self) -> tuple[float, float, float, float]:
-        """The crop window in original pixel coordinates: ``(top, left, bottom, right)`` (edges, float)."""
-        sy, sx = self.scale
-        top, left = self.offset
-        return (top / sy, left / sx, (top + self.size) / sy, (left + self.size) / sx)
-
-
-def _center_offset(full: int, size: int) -> int:
-    return int(round((full - size) / 2.0))  # torchvision's CenterCrop (Python's half-to-even round)
-
-
-def crop_mapping(height: int, width: int, size: int) -> CropMapping:
-    """How an image of ``height × width`` maps onto the ``size × size`` resize + centre crop input
-    (the same sizes and offsets the Rust path and torchvision use)."""
-    for name, value in (("height", height), ("width", width), ("size", size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
-    short, long = min(height, width), max(height, width)
-    new_long = int(size * long / short)
-    resized = (new_long, size) if width <= height else (size, new_long)
-    return CropMapping((int(height), int(width)), resized, (_center_offset(resized[0], size), _center_offset(resized[1], size)), int(size))
-
-
 def check_size(size: Any) -> int:
     """``size`` as an int, if it is a positive integer; else an :class:`InputError`."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
@@ -153,12 +111,12 @@ def model_ready(images: Any, size: int, mean: Sequence[float], std: Sequence[flo
     return native.model_ready(image_list(images), check_size(size), triple(mean, "mean"), triple(std, "std"))
 
 
-def model_input(image: np.ndarray, geometry: Geometry) -> tuple[Tensor, CropMapping]:
+def model_input(image: np.ndarray, geometry: Geometry) -> tuple[Tensor, ImageMapping]:
     """One uint8 image ``[H, W, 3]`` as the model's input float32 ``[1, 3, S, S]`` (:func:`model_ready`),
-    with where that input lies in the original image (:func:`crop_mapping`)."""
+    with where that input lies in the original image (resized size, crop offset, :meth:`~ImageMapping.box`)."""
     pixels = torch.from_numpy(model_ready(image, geometry.size, geometry.mean, geometry.std))
     height, width = image.shape[:2]
-    return pixels, crop_mapping(height, width, geometry.size)
+    return pixels, shortest_side_mapping(height, width, geometry.size)
 
 
 def mask_in_geometry(mask: np.ndarray, size: int) -> np.ndarray:
