@@ -78,6 +78,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="default: the trainer's gradeclip-synth default")
     p.add_argument("--local-weight", type=float, default=1.0, help="λ_l (SPEC §10 default 1)")
+    p.add_argument("--local-temperature", type=float, default=0.07, help="τ_l (SPEC §10 default 0.07)")
     p.add_argument("--train-pairs", type=int, default=2048, help="training scenes written once and shared by every run")
     p.add_argument("--scenes", type=int, default=300, help="held-out scenes for region classification")
     p.add_argument("--pairs", type=int, default=500, help="held-out pairs for retrieval")
@@ -93,7 +94,7 @@ def main() -> None:
     results = {"setup": vars(args) | {"out": None}, "pretrained": evaluate(None, args.scenes, args.pairs)}
     for key in args.runs:
         label, local, maps = RUNS[key]
-        cfg = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, local=local, local_weight=args.local_weight, maps=maps, phrases="synth", seed=args.seed, log_every=max(1, args.steps // 5), checkpoint_every=args.steps)
+        cfg = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, local=local, local_weight=args.local_weight, local_temperature=args.local_temperature, maps=maps, phrases="synth", seed=args.seed, log_every=max(1, args.steps // 5), checkpoint_every=args.steps)
         t0 = time.perf_counter()
         record = finetune("gradeclip-synth", open_source(table), work / key, cfg, device="cpu", progress=False)
         wall = time.perf_counter() - t0

@@ -31,7 +31,7 @@ from .collective import gather_objects, gather_rows, sum_gradients
 from .dense import MAP_METHODS, image_forward, map_weights, phrase_maps, region_embeddings
 from .losses import LOCAL_TEMPERATURE, global_loss, local_loss
 from .pairs import Pair, PairStream
-from .phrases import DEFAULT_K, EXTRACTORS, extractor
+from .phrases import DEFAULT_K, EXTRACTORS, extractor, limit
 
 SYNTH_MODEL = "gradeclip-synth"
 #: the paper's optimiser settings (§6.2.1: lr 1e-5, weight decay 0.1, 64 pairs per GPU)
@@ -144,8 +144,6 @@ class Finetuner:
         if not self.cfg.local:
             return [[] for _ in pairs]
         if self.extract is None:
-            from .phrases import limit
-
             return [limit(p.phrases or [], self.cfg.max_phrases) for p in pairs]
         return self.extract([p.caption for p in pairs])
 
