@@ -113,7 +113,8 @@ class FinetuneConfig:
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             skip = p.ndim < 2 or "embedding" in name or "logit_scale" in name
@@ -193,7 +194,7 @@ class Finetuner:
         offsets = [0]
         for ps in everyone:
             offsets.append(offsets[-1] + len(ps))
-        first = {}
+        first: dict[str, int] = {}
         for r, ps in enumerate(everyone):
             for i, p in enumerate(ps):
                 first.setdefault(p, offsets[r] + i)
@@ -294,13 +295,13 @@ def finetune(
     model.train()
     base_lr = cfg.lr if cfg.lr is not None else (SYNTH_LR if synth_config is not None else PAPER_LR)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=base_lr, betas=(0.9, 0.98), eps=1e-6)
-    settings = {"model": model_name, "pretrained": pretrained, "source": source.fingerprint(), "world": ranks.world, "config": asdict(cfg)}
+    settings: dict[str, Any] = {"model": model_name, "pretrained": pretrained, "source": source.fingerprint(), "world": ranks.world, "config": asdict(cfg)}
     start, curve, skipped, elapsed = 0, [], [], 0.0
     if resume:
         if not ckpt_path.is_file():
             raise InputError(f"--resume: {ckpt_path} does not exist")
         state = load_checkpoint(ckpt_path, model, optimizer)
-        saved = state["settings"]
+        saved: dict[str, Any] = state["settings"]
         changed = [k for k in ("model", "pretrained", "source", "world") if saved[k] != settings[k]]
         if _without_steps(saved["config"]) != _without_steps(settings["config"]):
             changed.append("config (only --steps may change)")
