@@ -20,11 +20,9 @@ def text_modules(model):
     return text, pool, eos
 
 
-def reference_text_importance(model, tokens, image_emb, *, heads="single", n_layers=8):
-    """SPEC §3 for one text (token ids ``[L]``) and one unit image embedding ``[E]``.
-
-    Returns ``(importance [L], explained score, model score)``.
-    """
+def causal_run_up(model, tokens, n_layers):
+    """A causal text tower run on ids ``[L]`` up to its last ``n_layers`` blocks, with the model's
+    own blocks. Returns ``(text modules, x [1, L, D], causal mask [L, L], EOT position, the explained blocks)``."""
     text, pool, eos = text_modules(model)
     length = tokens.shape[0]
     x = text.token_embedding(tokens[None]) + text.positional_embedding[:length]
@@ -33,8 +31,18 @@ def reference_text_importance(model, tokens, image_emb, *, heads="single", n_lay
     blocks = list(text.transformer.resblocks)
     for blk in blocks[: len(blocks) - n_layers]:
         x = blk(x, attn_mask=mask)
+    return text, x, mask, eot, blocks[len(blocks) - n_layers :]
+
+
+def reference_text_importance(model, tokens, image_emb, *, heads="single", n_layers=8):
+    """SPEC §3 for one text (token ids ``[L]``) and one unit image embedding ``[E]``.
+
+    Returns ``(importance [L], explained score, model score)``.
+    """
+    text, x, mask, eot, explained = causal_run_up(model, tokens, n_layers)
+    length = tokens.shape[0]
     kept = []
-    for blk in blocks[len(blocks) - n_layers :]:
+    for blk in explained:
         width = x.shape[-1]
         h = blk.ln_1(x)
         w, b = blk.attn.in_proj_weight, blk.attn.in_proj_bias
@@ -160,16 +168,10 @@ def reference_authors_text_importance(model, tokens, image_emb, *, n_layers=8, l
     k through the output projection first (their ``generate_emap.py``). Returns
     ``(importance [L], explained score)``.
     """
-    text, _, _ = text_modules(model)
+    text, x, mask, eot, explained = causal_run_up(model, tokens, n_layers)
     length = tokens.shape[0]
-    x = text.token_embedding(tokens[None]) + text.positional_embedding[:length]
-    mask = text.attn_mask[:length, :length]
-    eot = int(tokens.argmax())
-    blocks = list(text.transformer.resblocks)
-    for blk in blocks[: len(blocks) - n_layers]:
-        x = blk(x, attn_mask=mask)
     kept = []
-    for blk in blocks[len(blocks) - n_layers :]:
+    for blk in explained:
         width = x.shape[-1]
         h = blk.ln_1(x)[0]
         w, b = blk.attn.in_proj_weight, blk.attn.in_proj_bias

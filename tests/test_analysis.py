@@ -194,3 +194,16 @@ def test_analyze_command_runs_on_the_shipped_model(tmp_path, capsys):
     assert "**colour**" in text and "**size**" in text and "**shape**" not in text
     assert main(["analyze", "attributes", "--model", "gradeclip-synth", "--scenes", "1", "--types", "material", "--out", str(tmp_path / "x")]) == 2
     assert "unknown attribute type" in capsys.readouterr().err
+
+
+def test_analysis_doc_example_runs():
+    """The Python example of docs/analysis.md runs as written."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "analysis.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    namespace: dict = {}
+    exec(compile(block, "docs/analysis.md", "exec"), namespace)
+    report = namespace["report"]
+    assert report.words == ["orange", "star"] and set(report.energy) == {"orange", "star", "orange star"}

@@ -52,7 +52,7 @@ def test_faithfulness_and_localization_commands_write_results(folders, tmp_path,
     )
     assert status == 0
     out = capsys.readouterr()
-    assert "Deletion ↓" in out.out and "predicted" in out.out and "RANDOM weights" in out.err
+    assert "Deletion ↓" in out.out and "predicted" in out.out and "has random weights (random, seed 0)" in out.err
     status = main(
         [
             "eval",
@@ -91,7 +91,8 @@ def test_faithfulness_and_localization_commands_write_results(folders, tmp_path,
     settings = [json.loads(p.read_text())["settings"] for p in saved]
     assert {s["task"] for s in settings} == {"faithfulness", "text_faithfulness", "localization"}
     assert any(s.get("options") == {"spatial": "none"} for s in settings)
-    assert all(s["model"] == "ViT-S-32 (random weights)" for s in settings)
+    assert len({s["model"] for s in settings}) == 1  # one seeded model, named with its parameters' fingerprint
+    assert settings[0]["model"].startswith("ViT-S-32, random, seed 0 weights, parameters sha256:")
     assert main(["eval", "table", *map(str, saved)]) == 0
     assert "gradeclip spatial=none" in capsys.readouterr().out
 

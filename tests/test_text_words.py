@@ -120,7 +120,7 @@ def test_needs_the_clip_tokenizer(tiny_model, tokenizer):
 def test_bad_options_raise(tiny_model, tokenizer):
     ex = gradeclip.Explainer(tiny_model, tokenizer)
     with pytest.raises(gradeclip.InputError, match="n_layers must be an integer in 1..3"):
-        ex.explain_text(torch.randn(1, 3, 32, 32), "a dog")  # default 8 > the tiny tower's 3 blocks
+        ex.explain_text(torch.randn(1, 3, 32, 32), "a dog", n_layers=8)  # more than the tiny tower's 3 blocks
     with pytest.raises(gradeclip.InputError, match="heads="):
         ex.explain_text(torch.randn(1, 3, 32, 32), "a dog", n_layers=2, heads="all")
     with pytest.raises(gradeclip.InputError, match="one image"):

@@ -27,7 +27,7 @@ from .errors import (
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
     from . import analysis, synth
     from .explainer import Explainer
-    from .loading import load
+    from .loading import ModelIdentity, load, model_identity
     from .methods import MethodInfo, methods
     from .pipeline import ExplainJob, explain_dataset
     from .preprocessing import native_preprocess
@@ -40,6 +40,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "analysis": (".analysis", None),
     "Explainer": (".explainer", "Explainer"),
     "load": (".loading", "load"),
+    "ModelIdentity": (".loading", "ModelIdentity"),
+    "model_identity": (".loading", "model_identity"),
     "MethodInfo": (".methods", "MethodInfo"),
     "methods": (".methods", "methods"),
     "native_preprocess": (".preprocessing", "native_preprocess"),
@@ -98,6 +100,7 @@ __all__ = [
     "InputError",
     "InputTypeError",
     "MethodInfo",
+    "ModelIdentity",
     "ModelLoadError",
     "PairExplanation",
     "Store",
@@ -112,6 +115,7 @@ __all__ = [
     "explain_dataset",
     "load",
     "methods",
+    "model_identity",
     "native_preprocess",
     "synth",
 ]

@@ -1,5 +1,5 @@
-"""The processes of a torchrun job: which rank this is, its device, and the two collectives a
-dataset run needs (rank 0's word to everyone; wait for everyone)."""
+"""The processes of a torchrun job: which rank this is, its device, and the collectives a
+dataset run needs (rank 0's word to everyone; everyone's word to everyone; wait for everyone)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .errors import InputError
+from .loading import check_device
 
 
 @dataclass(frozen=True)
@@ -28,18 +28,13 @@ class Ranks:
 
 def resolve_device(spec: str, local_rank: int) -> torch.device:
     """``auto``: ``cuda:<local_rank>`` when CUDA is available, else the CPU; ``cuda`` means the
-    local rank's GPU; anything else is used as given."""
+    local rank's GPU; anything else is used as given. :class:`InputError` (see
+    :func:`gradeclip.loading.check_device`) for a device this machine does not have."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "cuda":
         spec = f"cuda:{local_rank}"
-    try:
-        device = torch.device(spec)
-    except RuntimeError as exc:
-        raise InputError(f"unknown device {spec!r}: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {spec!r} asked for, but CUDA is not available here")
-    return device
+    return check_device(spec)
 
 
 def init_ranks(device: str, timeout_min: float) -> Ranks:
@@ -67,6 +62,17 @@ def broadcast(ranks: Ranks, value: Any) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather(ranks: Ranks, value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank."""
+    if not ranks.distributed:
+        return [value]
+    import torch.distributed as dist
+
+    box: list[Any] = [None] * ranks.world
+    dist.all_gather_object(box, value)
+    return box
 
 
 def barrier(ranks: Ranks) -> None:

@@ -19,9 +19,10 @@ from .methods.gradeclip_text import grad_eclip_text
 from .results import ImageExplanation, PairExplanation, TextExplanation
 from .towers.base import ImageTower, TextTower
 from .towers.registry import image_tower, text_tower
-from .words import HFTokenizer, WordAlignment, tokenize_captions
+from .words import HFTokenizer, WordAlignment, tokenize_captions, warn_truncated
 
 TEXT_BATCH = 256  # texts encoded per text-tower forward
+TEXT_LAYERS = 8  # text blocks explained by default (the paper's choice for ViT-B), at most the tower's depth
 
 
 @contextmanager
@@ -56,6 +57,11 @@ def caption_list(texts: str | Sequence[str]) -> list[str]:
         if not text.strip():
             raise InputError(f"texts[{i}] is empty or whitespace only")
     return texts
+
+
+def default_text_layers(tower: TextTower) -> int:
+    """The text blocks explained when none are asked for: the paper's 8, or all of a shallower tower."""
+    return min(TEXT_LAYERS, len(tower.blocks))
 
 
 def check_option_names(method: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
@@ -114,7 +120,9 @@ class Explainer:
         """Unit-norm float32 text embeddings ``[T, E]`` on the model's device, and the texts.
 
         ``texts`` may be one string, a list of strings (tokenised with the tokenizer), token ids
-        (integer tensor ``[T, context_length]``) or embeddings (float tensor ``[T, E]``).
+        (integer tensor ``[T, context_length]``) or embeddings (float tensor ``[T, E]``). Strings
+        longer than the context length are truncated with a ``TruncationWarning`` naming them, as
+        in :meth:`explain_text`.
         """
         device = self.image_tower.device
         if isinstance(texts, Tensor):
@@ -129,7 +137,9 @@ class Explainer:
                 "texts were given as strings but the Explainer has no tokenizer; pass tokenizer=, or give token ids "
                 "[T, L] directly (e.g. SigLIP, whose tokenizer needs a hub download)"
             )
-        return self._encode_tokens(self.tokenizer(texts).to(device)), texts
+        tokens = self.tokenizer(texts)
+        warn_truncated(self.tokenizer, texts, tokens.shape[-1])
+        return self._encode_tokens(tokens.to(device)), texts
 
     def _encode_tokens(self, tokens: Tensor) -> Tensor:
         encode = getattr(self.model, "encode_text", None)  # open_clip's own; other models through their text tower
@@ -311,7 +321,7 @@ class Explainer:
         images: Any,
         texts: str | Sequence[str] | Tensor,
         *,
-        n_layers: int = 8,
+        n_layers: int | None = None,
         heads: str = "single",
         qk_space: str | None = None,
         lambda_keys: str | None = None,
@@ -333,8 +343,10 @@ class Explainer:
             texts: a caption or a list of captions (strings; the Explainer's tokenizer must be
                 open_clip's ``SimpleTokenizer`` or a Hugging Face fast tokenizer), or token ids ``[T, L]`` made by the model's own
                 tokenizer (any model; then there are no words, only token positions). Captions
-                longer than the context length are truncated with a ``UserWarning`` naming them.
-            n_layers: how many of the text tower's last blocks are explained (1..depth).
+                longer than the context length are truncated with a ``TruncationWarning`` (a
+                ``UserWarning``) naming them.
+            n_layers: how many of the text tower's last blocks are explained (1..depth); None:
+                ``min(8, depth)`` (:func:`default_text_layers`).
             heads: ``"single"`` or ``"model"``.
             qk_space: ``"attention"`` (default) or ``"out_proj"`` (q, k through the output projection).
             lambda_keys: ``"attended"`` (default: λ min-max over tokens 0..EOT, SPEC §3) or
@@ -355,6 +367,8 @@ class Explainer:
         """
         form = resolve(compat, "text", {"lambda_keys": lambda_keys, "relu": relu, "qk_space": qk_space})
         tower = self.text_tower
+        if n_layers is None:
+            n_layers = default_text_layers(tower)
         captions: list[str] | None = None
         alignments: list[WordAlignment] | None = None
         if isinstance(texts, Tensor):
@@ -395,7 +409,7 @@ class Explainer:
         *,
         heads: str = "single",
         n_layers: int = 1,
-        n_text_layers: int = 8,
+        n_text_layers: int | None = None,
         compat: str | None = None,
         resolution: str = "model",
         max_short_side: int | None = None,
@@ -409,7 +423,7 @@ class Explainer:
             text: the caption.
             heads: ``"single"`` or ``"model"``, for both sides.
             n_layers: image-tower blocks explained (SPEC §2; default 1).
-            n_text_layers: text-tower blocks explained (SPEC §3; default 8).
+            n_text_layers: text-tower blocks explained (SPEC §3; default ``min(8, depth)``).
             compat: ``"authors"``: both sides in the authors' released form (SPEC §12).
 
         Returns:

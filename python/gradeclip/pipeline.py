@@ -25,10 +25,12 @@ product of the post-attention row per text (SPEC §2 step 2), small next to the 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
 import time
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -44,19 +46,23 @@ from tqdm.auto import tqdm
 
 from .compat import PRESETS, check_compat, resolve
 from .data import IndexedSource, ShardedSource, Source, open_source
-from .data.batches import Batch, IndexedBatches, ShardBatches, identity, indexed_chunk, worker_init
-from .distributed import Ranks, barrier, broadcast, init_ranks
-from .errors import InputError, StoreError
-from .explainer import Explainer
+from .data.batches import Batch, IndexedBatches, ShardBatches, indexed_chunk, worker_init
+from .data.batches import identity as identity_collate
+from .distributed import Ranks, barrier, broadcast, gather, init_ranks
+from .errors import GradeclipError, InputError, ModelLoadError, StoreError, UnsupportedModelError
+from .explainer import Explainer, check_option_names
+from .files import write_bytes
 from .hf_loading import is_hf_name
-from .loading import PRECISIONS, load
-from .preprocessing import OPENAI_MEAN, OPENAI_STD
-from .store import OVERLAYS, ChunkBuffer, StoreWriter
+from .image_inputs import ImageGeometry, geometry_mapping, input_geometry, overlay_original
+from .loading import PRECISIONS, ModelIdentity, load, model_identity, random_weights_warning, skeleton, weights_source
+from .store import INDEX, MANIFEST, OVERLAYS, PARTS, ChunkBuffer, StoreWriter, read_manifest
 from .targets import Row, Targets
+from .words import TruncationWarning, truncated_after, truncation_message
 from .zeroshot import DEFAULT_TEMPLATES, classifier, templates
 
 PENDING_WRITES = 4  # overlay batches and chunks waiting for the writer thread before the main loop waits
 COLORMAPS = ("jet", "viridis", "turbo")
+SHOWN_WARNINGS = 10  # row warnings printed on stderr per rank; all are in the store's warnings column
 
 
 @dataclass
@@ -83,9 +89,13 @@ class ExplainJob:
             explained at the model's preprocess, not at the authors' native resolution.
         format, image_column, caption_column, label_column, key_column, images_root: how to read ``data``.
         overlays: also write each map over its image as a PNG (SPEC §9), with ``alpha`` and
-            ``colormap`` (``jet``, ``viridis``, ``turbo``), on the image as the model saw it.
+            ``colormap`` (``jet``, ``viridis``, ``turbo``), on the original image at its own size
+            (the crop's border dimmed; :func:`gradeclip.image_inputs.overlay_original`).
         text_maps: also explain each pair's text (SPEC §3): word importances in the index, from
-            the text tower's last ``text_layers`` blocks (with the ``heads`` option, if given).
+            the text tower's last ``text_layers`` blocks (None: ``min(8, depth)``; with the
+            ``heads`` option, if given).
+        seed: random weights (no ``pretrained``) are drawn from this seed, so every process and
+            every resume explains the same model (:func:`gradeclip.load`).
         shard_size: samples per chunk (the unit of commit and resume).
         precision: ``fp32``, ``fp16`` or ``bf16``.
         batch_size: images per model batch.
@@ -119,7 +129,8 @@ class ExplainJob:
     alpha: float = 0.5
     colormap: str = "jet"
     text_maps: bool = False
-    text_layers: int = 8
+    text_layers: int | None = None
+    seed: int = 0
     shard_size: int = 1024
     precision: str = "fp32"
     batch_size: int = 64
@@ -144,8 +155,10 @@ class ExplainJob:
             raise InputError("texts must be a non-empty list of non-empty strings")
         for name in ("shard_size", "batch_size", "prefetch", "max_targets", "top_k", "text_layers"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if (value is not None or name != "text_layers") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InputError(f"seed must be an integer, got {self.seed!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise InputError(f"workers must be an integer ≥ 0, got {self.workers!r}")
         if self.precision not in PRECISIONS:
@@ -163,16 +176,40 @@ class ExplainJob:
 
 @dataclass
 class RunSummary:
-    """What a run did (on this rank; ``counts`` is the whole store's, on rank 0 only)."""
+    """What a run did, counted over the whole job (every rank).
 
-    samples: int  # samples this rank explained or recorded as failed in this run
-    seconds: float  # from the first batch to the last commit on this rank
+    ``counts`` is the store's (:meth:`gradeclip.store.StoreWriter.merge`: ``samples``, ``ok``
+    pairs, ``failed_samples`` …) on rank 0, None on the others.
+    """
+
+    samples: int  # samples explained or recorded as failed in this run
+    failed: int  # of those, samples with no explained pair (every row an error)
+    seconds: float  # from the first batch to the last commit, on the slowest rank
     skipped_chunks: int  # chunks already complete when the run started
     counts: dict[str, int] | None
+    already_complete: bool = False  # the store was complete: nothing was loaded or explained
 
     @property
     def images_per_second(self) -> float:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def skipped(self) -> int | None:
+        """Samples already in the store when the run started (rank 0), else None."""
+        return None if self.counts is None else self.counts["samples"] - self.samples
+
+    def describe(self, out: str) -> str:
+        """The lines a command prints: the store's totals, then what this run did, skipped and failed."""
+        assert self.counts is not None
+        c = self.counts
+        total = f"{out}: {c['samples']:,} samples ({c['samples'] - c['failed_samples']:,} explained, {c['failed_samples']:,} failed), {c['ok']:,} explained pairs"
+        if self.already_complete:
+            return f"{total}\nthe store was already complete: nothing to do (the model was not loaded)"
+        run = (
+            f"this run: {self.samples:,} samples done ({self.samples - self.failed:,} explained, {self.failed:,} failed) "
+            f"in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s); {self.skipped:,} skipped (already in the store)"
+        )
+        return f"{total}\n{run}"
 
 
 def package_versions() -> dict[str, str]:
@@ -206,10 +243,17 @@ def _text_bank(job: ExplainJob, explainer: Explainer, progress: bool) -> Tensor 
     return None
 
 
-def _config(job: ExplainJob, source: Source, size: tuple[int, int]) -> dict[str, Any]:
+#: config entries known only once the model is loaded (the rest decides, before loading, whether a store is finished)
+LOADED_SETTINGS = ("input_size", "parameters_sha256")
+
+
+def _config(job: ExplainJob, source: Source, size: tuple[int, int] | None, identity: ModelIdentity) -> dict[str, Any]:
     return {
         "model": job.model,
         "pretrained": job.pretrained,
+        "weights": identity.weights,
+        "weights_sha256": identity.file_sha256,
+        "parameters_sha256": identity.fingerprint,
         "precision": job.precision,
         "method": job.method,
         "options": _image_options(job),
@@ -219,7 +263,7 @@ def _config(job: ExplainJob, source: Source, size: tuple[int, int]) -> dict[str,
         "templates": job.templates,
         "top_k": job.top_k if job.mode == "zeroshot" else None,
         "input": source.fingerprint(),
-        "input_size": list(size),
+        "input_size": None if size is None else list(size),
         "shard_size": job.shard_size,
         "overlays": {"alpha": job.alpha, "colormap": job.colormap} if job.overlays else None,
         "text_maps": _text_options(job),
@@ -238,32 +282,41 @@ def _text_options(job: ExplainJob) -> dict[str, Any] | None:
     return {"n_layers": job.text_layers, "heads": job.options.get("heads", "single"), **form}
 
 
+def _finished(out: Path, config: dict[str, Any]) -> dict[str, int] | None:
+    """The counts of a complete store at ``out`` made with ``config`` (compared without
+    :data:`LOADED_SETTINGS`), else None."""
+    manifest = read_manifest(out) if (out / MANIFEST).is_file() else None
+    if manifest is None or not manifest.get("complete") or not isinstance(manifest.get("counts"), dict):
+        return None
+    if not (out / INDEX).is_file() or len(list((out / PARTS).glob("*.parquet"))) != manifest["counts"].get("chunks"):
+        return None  # something was removed since: resume
+    stored = {k: v for k, v in manifest.get("config", {}).items() if k not in LOADED_SETTINGS}
+    wanted = {k: v for k, v in json.loads(json.dumps(config)).items() if k not in LOADED_SETTINGS}
+    return manifest["counts"] if stored == wanted else None
+
+
 @dataclass
 class Overlays:
-    """Writes overlay PNGs (SPEC §9) of maps on the images as the model saw them.
-
-    ``mean``/``std`` ``[3, 1, 1]``: the model's input normalisation, undone to get the pixels back.
-    """
+    """Writes overlay PNGs (SPEC §9): each map over its original image at the image's own size, the
+    border the model's centre crop cut away dimmed (:func:`gradeclip.image_inputs.overlay_original`,
+    the function behind :meth:`ImageExplanation.overlay`). ``geometry``: the model's preprocessing,
+    which says how each original was mapped to the model input."""
 
     root: Path
     alpha: float
     colormap: str
-    mean: Tensor
-    std: Tensor
-
-    def pixels(self, images: Tensor) -> np.ndarray:
-        """uint8 RGB ``[n, H, W, 3]`` of preprocessed images ``[n, 3, H, W]`` (exact for 8-bit inputs)."""
-        values = (images.detach().float().cpu() * self.std + self.mean) * 255
-        return np.ascontiguousarray(values.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    geometry: ImageGeometry
 
     def save(self, tasks: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
-        """Write ``(path relative to the store, image [H, W, 3] uint8, raw map [h, w])`` overlays."""
+        """Write ``(path relative to the store, original image [H, W, 3] uint8, raw map [h, w])`` overlays."""
         from . import render
 
         for folder in {(self.root / path).parent for path, _, _ in tasks}:
             folder.mkdir(parents=True, exist_ok=True)
-        paths = [self.root / path for path, _, _ in tasks]
-        render.save_overlays(paths, [image for _, image, _ in tasks], [m.astype(np.float32) for _, _, m in tasks], self.alpha, self.colormap)  # type: ignore[arg-type]
+        for path, image, grid in tasks:
+            mapping = geometry_mapping(self.geometry, *image.shape[:2])
+            drawn = overlay_original(image, grid.astype(np.float32), mapping, self.alpha, self.colormap)
+            write_bytes(self.root / path, render.encode_png(drawn[None])[0])
 
 
 def _work(
@@ -281,14 +334,14 @@ def _work(
             for start in range(begin, end, job.batch_size)
         ]
         todo = sum(end - begin for _, begin, end in pending)
-        return IndexedBatches(source, plan, preprocess), len(plan), todo, len(chunks) - len(pending)
+        return IndexedBatches(source, plan, preprocess, job.overlays), len(plan), todo, len(chunks) - len(pending)
     assert isinstance(source, ShardedSource)
     mine = {f"s{j:06d}": j for j in range(ranks.rank, len(source.shards), ranks.world)}
     finished = {name.split("-")[0] for name, unit_done in done.items() if unit_done}
     pending = [j for prefix, j in mine.items() if prefix not in finished]
     done_here = {name for name in done if name.split("-")[0] in mine}
     partial = {name for name in done_here if name.split("-")[0] not in finished}
-    dataset = ShardBatches(source, pending, partial, preprocess, job.batch_size, size)
+    dataset = ShardBatches(source, pending, partial, preprocess, job.batch_size, size, job.overlays)
     sizes = source.shard_sizes()
     todo = None if sizes is None else max(0, sum(sizes[j] for j in pending) - len(partial) * size)
     return dataset, len(pending), todo, len(done_here)
@@ -351,13 +404,22 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     if job.mode == "pairs" and not source.has_captions:
         raise InputError(f"{source.describe()} has no captions: give texts to explain every image against, or class names (zero-shot)")
     if loaded is None:
-        if main and job.pretrained is None and not job.model.startswith("local-dir:"):
-            print(f"warning: no pretrained weights given: explaining a randomly initialised {job.model}", file=sys.stderr)
-        loaded = load(job.model, job.pretrained, device=ranks.device, precision=job.precision)
+        identity = weights_source(job.model, job.pretrained, job.seed)
+        _preflight(job)
+        counts = _finished(out, _config(job, source, None, identity))
+        if counts is not None:
+            return RunSummary(samples=0, failed=0, seconds=0.0, skipped_chunks=counts["chunks"], counts=counts, already_complete=True)
+        if main:
+            warning = random_weights_warning(identity)
+            if warning:
+                print(warning, file=sys.stderr)
+        loaded = load(job.model, job.pretrained, device=ranks.device, precision=job.precision, seed=job.seed)
     model, preprocess, tokenizer = loaded
+    identity = model_identity(model)
     explainer = Explainer(model, tokenizer)
     size = input_size(preprocess)
-    config = _config(job, source, size)
+    config = _config(job, source, size, identity)
+    _same_everywhere(ranks, source, config)
     writer = StoreWriter(out)
     extra = {"versions": package_versions(), "run": {"world_size": ranks.world, "batch_size": job.batch_size, "workers": job.workers, "device": ranks.device.type}}
 
@@ -370,24 +432,25 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
                 if bank is not None:
                     writer.save_texts(bank.cpu().numpy())
         except Exception as exc:  # tell the other ranks, so they stop instead of waiting
-            broadcast(ranks, (f"{type(exc).__name__}: {exc}", None))
+            broadcast(ranks, f"{type(exc).__name__}: {exc}")
             raise
-    failure, fingerprint = broadcast(ranks, (None, config["input"]))
+    failure = broadcast(ranks, None)
     if failure is not None:
         raise StoreError(f"rank 0 could not start the run: {failure}")
-    if fingerprint != config["input"]:
-        raise InputError(f"rank {ranks.rank} sees a different input than rank 0 ({source.describe()}); every rank must read the same data")
     texts = writer.load_texts()
     bank = None if texts is None else torch.from_numpy(texts).to(ranks.device)
     names = job.texts if job.mode == "texts" else job.classnames
     targets = Targets(explainer, job.mode, names, bank, job.top_k, job.max_targets, job.method, _image_options(job), _text_options(job))
+    notes = RowWarnings(tokenizer, _context_length(explainer), show=main)
     overlays = None
     if job.overlays:
-        from open_clip import get_model_preprocess_cfg
-
-        cfg = get_model_preprocess_cfg(model)
-        mean, std = (torch.tensor(cfg.get(k, d)).view(3, 1, 1) for k, d in (("mean", OPENAI_MEAN), ("std", OPENAI_STD)))
-        overlays = Overlays(out, job.alpha, job.colormap, mean, std)
+        geometry = input_geometry(model)
+        if tuple(geometry.size) != tuple(size):
+            raise InputError(
+                f"--overlays: the preprocessing makes {size[0]}×{size[1]} inputs but the model's own is {geometry.size[0]}×"
+                f"{geometry.size[1]}; overlays on the originals need the model's own preprocessing"
+            )
+        overlays = Overlays(out, job.alpha, job.colormap, geometry)
 
     dataset, units, todo, skipped = _work(source, job, ranks, writer.completed(), preprocess)
     if main and skipped:
@@ -399,22 +462,24 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
         num_workers=workers,
         prefetch_factor=job.prefetch if workers else None,
         pin_memory=ranks.device.type == "cuda",
-        collate_fn=identity,
+        collate_fn=identity_collate,
         worker_init_fn=worker_init if workers else None,
     )
     desc = f"rank 0/{ranks.world}" if ranks.distributed else "explain"
     bar = tqdm(total=todo, desc=desc, unit="img", disable=not (job.progress and main), dynamic_ncols=True, smoothing=0.05)
     buffers: dict[str, ChunkBuffer] = {}
     pending: deque[Future[None]] = deque()
-    count = 0
+    count = failed = 0
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradeclip-store") as pool:  # FIFO: overlays before their chunk
-        for batch in loader:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradeclip-store") as pool, warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)  # recorded per row, with the sample's key (RowWarnings)
+        for batch in loader:  # FIFO writes: overlays before their chunk
             buffer = buffers.setdefault(batch.chunk, ChunkBuffer(batch.chunk))
-            drawings = _add(buffer, batch, targets, ranks.device, overlays)
+            drawings, batch_failed = _add(buffer, batch, targets, ranks.device, overlays, notes, job.mode)
             if overlays is not None and drawings:
                 pending.append(pool.submit(overlays.save, drawings))
             count += len(batch.samples)
+            failed += batch_failed
             bar.update(len(batch.samples))
             if batch.final:
                 pending.append(pool.submit(writer.commit, buffers.pop(batch.chunk), batch.unit_done))
@@ -424,11 +489,73 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
             pending.popleft().result()
     seconds = time.perf_counter() - started
     bar.close()
+    notes.close()
     if buffers:
         raise RuntimeError(f"gradeclip bug: chunks {sorted(buffers)} were never finished")
     barrier(ranks)
+    every = gather(ranks, (count, failed, seconds, skipped))
     counts = writer.merge(extra) if main else None
-    return RunSummary(samples=count, seconds=seconds, skipped_chunks=skipped, counts=counts)
+    return RunSummary(
+        samples=sum(e[0] for e in every),
+        failed=sum(e[1] for e in every),
+        seconds=max(e[2] for e in every),
+        skipped_chunks=sum(e[3] for e in every),
+        counts=counts,
+    )
+
+
+def _same_everywhere(ranks: Ranks, source: Source, config: dict[str, Any]) -> None:
+    """Raise on every rank (so none waits for the others) when the ranks read different inputs or
+    loaded different models, naming what each has."""
+    mine = (config["input"], config["parameters_sha256"])
+    every = gather(ranks, mine)
+    for rank, (data, parameters) in enumerate(every):
+        if data != every[0][0]:
+            raise InputError(f"rank {rank} sees a different input than rank 0 ({source.describe()}); every rank must read the same data")
+        if parameters != every[0][1]:
+            raise ModelLoadError(
+                f"rank {rank} loaded a different model than rank 0: parameters sha256:{parameters} on rank {rank}, "
+                f"sha256:{every[0][1]} on rank 0 ({config['model']}, {config['weights']}); every rank must load the same weights"
+            )
+
+
+def _context_length(explainer: Explainer) -> int | None:
+    try:
+        return explainer.text_tower.context_length
+    except UnsupportedModelError:
+        return None
+
+
+def _preflight(job: ExplainJob) -> None:
+    """Check the method, its options, the text layers and the architecture's support before any
+    weights load, on the model's skeleton (:func:`gradeclip.loading.skeleton`: no values), where
+    only the checks gradeclip makes on purpose can fail; what the meta device cannot compute waits
+    for the real dry run after loading."""
+    from .methods import get_method
+
+    _, fn = get_method(job.method)
+    check_option_names(job.method, fn, _image_options(job))
+    model = skeleton(job.model, job.pretrained)
+    if model is None:
+        return
+    explainer = Explainer(model)
+    tower = explainer.image_tower
+    if job.text_maps:
+        _check_text_layers(explainer, job)
+    blank = torch.zeros(1, 3, *tower.input_size, device="meta")
+    targets = torch.zeros(1, tower.embed_dim, device="meta")
+    try:
+        explainer._explain_targets(blank, targets, job.method, _image_options(job))
+    except GradeclipError:
+        raise
+    except Exception:  # an operation with values, which the meta device does not have
+        return
+
+
+def _check_text_layers(explainer: Explainer, job: ExplainJob) -> None:
+    depth = len(explainer.text_tower.blocks)
+    if job.text_layers is not None and not 1 <= job.text_layers <= depth:
+        raise InputError(f"text maps: text_layers (--text-layers) must be in 1..{depth}, the text tower's blocks; got {job.text_layers}")
 
 
 def _dry_run(explainer: Explainer, job: ExplainJob, size: tuple[int, int], device: torch.device) -> None:
@@ -437,35 +564,76 @@ def _dry_run(explainer: Explainer, job: ExplainJob, size: tuple[int, int], devic
     explainer.explain_image(blank, "a photo", method=job.method, **_image_options(job))
     text_options = _text_options(job)
     if text_options is not None:
-        try:
-            explainer.explain_text(blank, ["a photo"], **text_options)
-        except InputError as exc:
-            raise InputError(f"text maps (text_layers={job.text_layers}): {exc}") from exc
+        _check_text_layers(explainer, job)
+        explainer.explain_text(blank, ["a photo"], **text_options)
 
 
-def _add(buffer: ChunkBuffer, batch: Batch, targets: Targets, device: torch.device, overlays: Overlays | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+class RowWarnings:
+    """What a row's ``warnings`` column says (a caption truncated to the context length, an
+    all-zero map), also printed on stderr with the sample's key (the first ``SHOWN_WARNINGS``)."""
+
+    def __init__(self, tokenizer: Any, context_length: int | None, show: bool):
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        self.show = show
+        self.shown = 0
+        self._kept: dict[str, str | None] = {}
+
+    def __call__(self, key: str, text: str | None, map: np.ndarray | None) -> list[str] | None:
+        """The warnings of the row of sample ``key`` explaining ``text`` with ``map``, or None."""
+        found = []
+        if text is not None and self.context_length is not None:
+            if text not in self._kept:
+                self._kept[text] = truncated_after(self.tokenizer, text, self.context_length)
+            kept = self._kept[text]
+            if kept is not None:
+                found.append(truncation_message("the text", self.context_length, kept))
+        if map is not None and not map.any():
+            found.append("all-zero map: nothing in the image raised the score (e.g. a blank or saturated image)")
+        if self.show:
+            for warning in found:
+                if self.shown < SHOWN_WARNINGS:
+                    print(f"warning: key {key!r}: {warning}", file=sys.stderr)
+                self.shown += 1
+        return found or None
+
+    def close(self) -> None:
+        """Say how many warnings went unprinted."""
+        if self.show and self.shown > SHOWN_WARNINGS:
+            print(f"warning: {self.shown - SHOWN_WARNINGS:,} more warnings on this rank; every one is in the store's 'warnings' column", file=sys.stderr)
+
+
+def _add(
+    buffer: ChunkBuffer, batch: Batch, targets: Targets, device: torch.device, overlays: Overlays | None, notes: RowWarnings, mode: str
+) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], int]:
     """Explain a batch's decoded images and append every sample's rows to ``buffer``.
 
-    Returns, with ``overlays``, the overlays to write: ``(path in the store, image pixels, raw map)``.
+    Returns the overlays to write with ``overlays`` (``(path in the store, original image, raw map)``)
+    and how many of the batch's samples failed (no explained row).
     """
     draw = overlays is not None
     explained: dict[int, list[Row]] = {}
-    pixels: dict[int, np.ndarray] = {}
+    pixels = batch.originals or {}
     if batch.images is not None:
         images = batch.images.to(device, non_blocking=True)
         explained = dict(zip(batch.decoded, targets.rows(images, [batch.samples[i] for i in batch.decoded])))
-        if overlays is not None:
-            pixels = dict(zip(batch.decoded, overlays.pixels(batch.images)))
     drawings = []
+    failed = 0
     for i, sample in enumerate(batch.samples):
         position = batch.first + i
         common = {"key": sample.key, "path": sample.path, "position": position}
         if i in batch.errors:
-            buffer.add(**common, status="error", error=batch.errors[i], label=sample.label)
+            failed += 1
+            text = sample.caption if mode == "pairs" else None
+            buffer.add(**common, status="error", error=batch.errors[i], label=sample.label, text=text)
             continue
         height, width = batch.sizes[i]
+        failed += all(row.map is None for row in explained[i])
         for k, row in enumerate(explained[i]):
             values = {"image_height": height, "image_width": width, "label": sample.label, **row.values}
+            if mode == "pairs" and values.get("text") is None:
+                values["text"] = sample.caption
+            values["warnings"] = notes(sample.key, values.get("text") if mode != "zeroshot" else None, row.map)
             if draw and row.map is not None:
                 values["overlay"] = f"{OVERLAYS}/{buffer.name}/{position:06d}-{k}.png"
                 drawings.append((values["overlay"], pixels[i], row.map))
@@ -474,4 +642,4 @@ def _add(buffer: ChunkBuffer, batch: Batch, targets: Targets, device: torch.devi
         error = batch.shard_error
         name = Path(error.path).name
         buffer.add(key=name, path=error.path, position=batch.first + len(batch.samples), status="error", error=error.reason)
-    return drawings
+    return drawings, failed

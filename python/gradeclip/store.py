@@ -2,7 +2,7 @@
 
 Layout of a store folder ``DIR``::
 
-    DIR/manifest.json        model, options, input, package versions, counts, whether complete
+    DIR/manifest.json        model (its weights and their SHA-256s), options, input, package versions, counts, whether complete
     DIR/index.parquet        one row per explained (image, text) pair — written last, only when complete
     DIR/maps/<chunk>.npy     raw grid maps of one chunk: a flat float16 array (np.load(mmap_mode="r"))
     DIR/parts/<chunk>.parquet  the index rows of one chunk; its presence marks the chunk complete
@@ -68,6 +68,7 @@ INDEX_SCHEMA = pa.schema(
         ("error", pa.string()),  # why the pair could not be explained
         ("chunk", pa.string()),  # the unit of work that wrote the row
         ("position", pa.int32()),  # the sample's position within its chunk
+        ("warnings", pa.list_(pa.string())),  # what to know about the row: a truncated text, an all-zero map (null: none)
     ]
 )
 
@@ -142,8 +143,10 @@ class StoreWriter:
                 self.clear()
             else:
                 diff = "\n".join(_differences(manifest.get("config", {}), config))
+                older = "parameters_sha256" not in manifest.get("config", {})
+                why = " (by an older gradeclip, which did not record the model's identity)" if older else ""
                 raise StoreError(
-                    f"{self.root} holds a store made with different settings:\n{diff}\n"
+                    f"{self.root} holds a store made{why} with different settings:\n{diff}\n"
                     "Use another --out folder, or --overwrite to delete that store and start again."
                 )
         elif self.root.is_dir() and any(self.root.iterdir()):
@@ -304,6 +307,8 @@ class Store:
                 f"the store at {self.root} is not complete ({done} chunks done): run the same "
                 "`gradeclip explain` command again to finish it, or open it with partial=True"
             )
+        if "warnings" not in self.index.column_names:  # written before gradeclip kept row warnings
+            self.index = self.index.append_column(INDEX_SCHEMA.field("warnings"), pa.nulls(self.index.num_rows, pa.list_(pa.string())))
         # numpy columns (not Python lists): a store can have tens of millions of rows
         shards = pc.dictionary_encode(self.index.column("shard")).combine_chunks()
         self._shard_names: list[str] = shards.dictionary.to_pylist()

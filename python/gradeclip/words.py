@@ -77,13 +77,51 @@ def check_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+class TruncationWarning(UserWarning):
+    """A text was longer than the model's context length and was cut (:func:`truncation_message`)."""
+
+
+def truncation_message(name: str, context_length: int, kept: str) -> str:
+    """What to say about a text ``name`` (``"texts[3]"``, ``"the caption of key '11'"``) truncated
+    to ``context_length`` tokens after the word ``kept``."""
+    return (
+        f"{name} is longer than the context length ({context_length} tokens with its start and end tokens) "
+        f"and was truncated after {kept!r}; the words after it are not explained"
+    )
+
+
+def truncated_after(tokenizer: Any, text: str, context_length: int) -> str | None:
+    """None when the tokenizer (open_clip's ``SimpleTokenizer`` or an :class:`HFTokenizer`) keeps
+    all of ``text`` within ``context_length`` tokens; else the last word it keeps (``""`` when
+    none). Other tokenizers: None (their truncation cannot be traced to words)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    if isinstance(tokenizer, HFTokenizer):
+        alignment = tokenizer.align(text, context_length)
+    elif isinstance(tokenizer, SimpleTokenizer) and len(tokenizer.encode(text)) + 2 > context_length:
+        alignment = align_words(tokenizer, text, context_length)
+    else:
+        return None
+    if not alignment.truncated:
+        return None
+    return alignment.words[-1] if alignment.words else ""
+
+
+def warn_truncated(tokenizer: Any, texts: Sequence[str], context_length: int) -> None:
+    """A :class:`TruncationWarning` naming ``texts[i]`` for every text the tokenizer truncates."""
+    for index, text in enumerate(texts):
+        kept = truncated_after(tokenizer, text, context_length)
+        if kept is not None:
+            warnings.warn(truncation_message(f"texts[{index}]", context_length, kept), TruncationWarning, stacklevel=4)
+
+
 def tokenize_captions(tokenizer: Any, texts: Sequence[str], context_length: int) -> tuple[Tensor, list[WordAlignment]]:
     """Token ids ``[T, context_length]`` (long, CPU) of ``texts`` as the tokenizer makes them, and
     each caption's :class:`WordAlignment`.
 
     A caption longer than the context length is truncated (as the tokenizer does) with a
-    ``UserWarning`` naming its index. Raises :class:`InputError` for a tokenizer that cannot be
-    mapped back to words (:func:`check_tokenizer`).
+    :class:`TruncationWarning` naming its index. Raises :class:`InputError` for a tokenizer that
+    cannot be mapped back to words (:func:`check_tokenizer`).
     """
     tokenizer = check_tokenizer(tokenizer)
     ids = tokenizer(list(texts), context_length=context_length)
@@ -95,12 +133,7 @@ def tokenize_captions(tokenizer: Any, texts: Sequence[str], context_length: int)
             alignment = align_words(tokenizer, text, context_length)
         if alignment.truncated:
             kept = alignment.words[-1] if alignment.words else ""
-            warnings.warn(
-                f"texts[{index}] is longer than the context length ({context_length} tokens with its start and end "
-                f"tokens) and was truncated after {kept!r}; the words after it are not explained",
-                UserWarning,
-                stacklevel=3,
-            )
+            warnings.warn(truncation_message(f"texts[{index}]", context_length, kept), TruncationWarning, stacklevel=3)
         if alignment.eot != int((ids[index] == tokenizer.eot_token_id).int().argmax()):
             raise InputError(f"texts[{index}]: the tokenizer's output does not match its own encoding of the caption")
         alignments.append(alignment)

@@ -32,6 +32,7 @@ def _option(text: str) -> tuple[str, Any]:
 def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="open_clip architecture, e.g. ViT-B-16")
     p.add_argument("--pretrained", default=None, help="open_clip tag or checkpoint file (default: random weights)")
+    p.add_argument("--model-seed", type=int, default=0, help="seed of random weights (no --pretrained; default: 0)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--chunk-size", type=int, default=16, help="images prepared at once")
@@ -99,7 +100,7 @@ def add_parser(subparsers: Any) -> None:
     text = sub.add_parser("text-faithfulness", help="word deletion / insertion of captions (paper Table III)")
     _run_arguments(text)
     _table_arguments(text, required=True)
-    text.add_argument("--n-text-layers", type=int, default=8)
+    text.add_argument("--n-text-layers", type=int, help="text blocks explained (default: min(8, the text tower's depth))")
     text.add_argument("--heads", default="single", choices=["single", "model"])
     text.add_argument("--modes", nargs="+", default=["deletion", "insertion"], choices=["deletion", "insertion"])
     text.add_argument("--steps", type=int, default=5, help="words changed, one per step")
@@ -130,6 +131,28 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _check_text_layers(skeleton: Any, n_text_layers: int | None) -> None:
+    """Refuse, before the weights load, an ``--n-text-layers`` the text tower of the model's
+    skeleton (:func:`gradeclip.loading.skeleton`; None: not known before loading) does not have."""
+    from ..explainer import Explainer
+
+    if n_text_layers is None or skeleton is None:
+        return
+    depth = len(Explainer(skeleton).text_tower.blocks)
+    if not 1 <= n_text_layers <= depth:
+        raise InputError(f"--n-text-layers must be in 1..{depth} (the model's text blocks), got {n_text_layers}")
+
+
+def _check_methods(methods: list[str], options: dict[str, Any]) -> None:
+    """Refuse, before the weights load, an unknown ``--method`` or an ``--option`` one of them does not take."""
+    from ..explainer import check_option_names
+    from ..methods import get_method
+
+    for method in methods:
+        _, fn = get_method(method)
+        check_option_names(method, fn, options)
+
+
 def _run(args: argparse.Namespace) -> int:
     from .. import eval as evaluation
     from ..zeroshot import read_lines, templates
@@ -137,14 +160,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.eval_command == "table":
         print(evaluation.summary_table([evaluation.load_result(p) for p in args.results]))
         return 0
-    from ..loading import load
+    from ..loading import load, model_identity, random_weights_warning, skeleton, weights_source
 
     if args.eval_command == "faithfulness":
         evaluation.checkpoint_fractions(args.steps, args.eval_every)  # a bad schedule fails before the model loads
-    if args.pretrained is None:
-        print("gradeclip eval: no --pretrained given, the model has RANDOM weights", file=sys.stderr)
-    model, _, tokenizer = load(args.model, args.pretrained, device=args.device, precision=args.precision)
-    model_name = f"{args.model} {args.pretrained or '(random weights)'}"
+    if args.eval_command == "text-faithfulness":
+        _check_text_layers(skeleton(args.model, args.pretrained), args.n_text_layers)
+    else:
+        _check_methods(args.method or ["gradeclip"], dict(args.option))
+    warning = random_weights_warning(weights_source(args.model, args.pretrained, args.model_seed))
+    if warning:
+        print(f"gradeclip eval: {warning}", file=sys.stderr)
+    model, _, tokenizer = load(args.model, args.pretrained, device=args.device, precision=args.precision, seed=args.model_seed)
+    model_name = model_identity(model).describe()
     run_options: dict[str, Any] = {
         "chunk_size": args.chunk_size,
         "limit": args.limit,

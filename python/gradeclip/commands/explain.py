@@ -58,6 +58,7 @@ def add_parser(subparsers: Any) -> None:
     model.add_argument("--model", required=True, help="open_clip architecture (ViT-B-16, ...), a folder with open_clip_config.json and weights (also as local-dir:FOLDER), or a Hugging Face CLIP/BLIP model: hub id (openai/clip-vit-base-patch32) or save_pretrained folder")
     model.add_argument("--pretrained", help="open_clip pretrained tag or a checkpoint file (default: the folder's weights, else random weights)")
     model.add_argument("--precision", choices=tuple(PRECISIONS), default=job["precision"], help="model precision (default: %(default)s)")
+    model.add_argument("--seed", type=int, default=job["seed"], help="seed of random weights (no --pretrained): every run and process builds the same model (default: %(default)s)")
     model.add_argument("--device", default=job["device"], help="auto (the rank's GPU if any, else CPU), cpu, cuda, cuda:N (default: %(default)s)")
 
     data = p.add_argument_group("input")
@@ -96,11 +97,11 @@ def add_parser(subparsers: Any) -> None:
     method.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="any other method option (VALUE read as JSON, else as text); repeatable")
 
     extra = p.add_argument_group("more outputs")
-    extra.add_argument("--overlays", action="store_true", help="also write each map over its image (as the model saw it) as a PNG in DIR/overlays/")
+    extra.add_argument("--overlays", action="store_true", help="also write each map over its original image (at its own size; the border the model's crop cut away dimmed) as a PNG in DIR/overlays/")
     extra.add_argument("--alpha", type=float, default=job["alpha"], help="overlay: weight of the colour map (default: %(default)s)")
     extra.add_argument("--colormap", choices=COLORMAPS, default=job["colormap"], help="overlay colour map (default: %(default)s)")
     extra.add_argument("--text-maps", action="store_true", help="also explain each text: word importances in the index (columns words, word_importance)")
-    extra.add_argument("--text-layers", type=int, default=job["text_layers"], help="text maps: the text tower's last blocks explained (default: %(default)s)")
+    extra.add_argument("--text-layers", type=int, default=job["text_layers"], help="text maps: the text tower's last blocks explained (default: min(8, its depth))")
 
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="DIR", help="the store folder (created; resumed if it holds the same run)")
@@ -170,6 +171,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
         colormap=args.colormap,
         text_maps=args.text_maps,
         text_layers=args.text_layers,
+        seed=args.seed,
         shard_size=args.shard_size,
         precision=args.precision,
         batch_size=args.batch_size,
@@ -195,11 +197,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"gradeclip explain: error: {exc}", file=sys.stderr)
         return 2
     if summary.counts is not None:
-        c = summary.counts
-        print(
-            f"{args.out}: {c['samples']:,} samples, {c['ok']:,} explained pairs, {c['failed_samples']:,} samples failed "
-            f"(this run: {summary.samples:,} samples in {summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s)"
-        )
-        if c["errors"]:
+        print(summary.describe(args.out))
+        if summary.counts["errors"]:
             print(f"failures are listed in {args.out}/index.parquet (status == 'error', with the reason in 'error')")
     return 0

@@ -2,7 +2,8 @@
 
 Every reader (dataset runs, evaluation, the demos) decodes through :func:`decode_image`, so an
 image means the same pixels everywhere: fully decoded (truncation shows at once), turned upright
-by its EXIF orientation tag, converted to RGB (greyscale, palette and alpha dropped).
+by its EXIF orientation tag, high-bit-depth grey scaled to 8 bits, converted to RGB (greyscale,
+palette and alpha dropped).
 """
 
 from __future__ import annotations
@@ -53,14 +54,38 @@ def _open(data: bytes) -> Image.Image:
         raise UnreadableImage(f"truncated or corrupt image data: {exc}") from exc
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Decode ``data`` into an upright RGB PIL image (EXIF orientation applied).
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A grey image with more than 8 bits per pixel as 8-bit grey (mode ``L``), its full range kept:
+    16-bit values (``I;16*``, and ``I`` with values in 0..65535) times 255/65535, floats (``F``)
+    in [0, 1] times 255, rounded. (Pillow's own conversion clips them at 255: a white image.)
 
     Raises:
-        UnreadableImage: for an empty file, an unknown format, truncated or corrupt data, or an image
-            larger than Pillow's decompression-bomb limit; the message says which.
+        UnreadableImage: ``I`` or ``F`` values outside those ranges, whose scale is unknown.
+    """
+    values = np.asarray(image)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
+        scaled = values.astype(np.float64) * (255 / 65535)
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        scaled = values.astype(np.float64) * 255
+    else:
+        raise UnreadableImage(f"{image.mode} image with values {low:g}..{high:g}: no known scale to 8 bits (16-bit 0..65535 or float 0..1)")
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), "L")
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode ``data`` into an upright RGB PIL image (EXIF orientation applied). High-bit-depth grey
+    images (16-bit PNG/TIFF, 32-bit integer or float TIFF) are scaled to 8 bits over their full
+    range first (:func:`_eight_bit`).
+
+    Raises:
+        UnreadableImage: for an empty file, an unknown format, truncated or corrupt data, an image
+            larger than Pillow's decompression-bomb limit, or high-bit-depth values of unknown scale;
+            the message says which.
     """
     image = _open(data)
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _eight_bit(image)
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ IMAGE_COLUMNS = ("image", "image_path", "filepath", "file_path", "path", "file",
 CAPTION_COLUMNS = ("caption", "text", "title")
 LABEL_COLUMNS = ("label", "class", "class_name")
 KEY_COLUMNS = ("key",)
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(path: str) -> bool:
+    """Whether an image column's entry is a URL (``scheme://...``: http, https, s3, gs, ...)."""
+    return _URL.match(path) is not None
 
 
 def read_table(path: Path) -> pa.Table:
@@ -122,7 +131,7 @@ class TableSource(IndexedSource):
         if paths.null_count:
             raise InputError(f"column {image!r} has {paths.null_count} empty cell(s); every row needs an image path")
         first = paths[0].as_py() if len(paths) else ""
-        if first.startswith(("http://", "https://")):
+        if is_url(first):
             raise InputError(f"column {image!r} holds URLs ({first!r}); gradeclip reads local files only (download with img2dataset first)")
         keys = _strings(table, key)
         if keys is None:
@@ -156,9 +165,10 @@ class TableSource(IndexedSource):
         return [
             Sample(
                 key=key,
-                path=str(self.root / path),
+                path=path if is_url(path) else str(self.root / path),
                 caption=(caption or "").strip() or None,
                 label=(label or "").strip() or None,
+                problem=f"URLs are not fetched ({path!r}): gradeclip reads local files only (download with img2dataset first)" if is_url(path) else None,
                 index=start + i,
             )
             for i, (key, path, caption, label) in enumerate(rows)

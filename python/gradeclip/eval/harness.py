@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import InputError
-from ..explainer import Explainer, evaluation_mode
+from ..explainer import Explainer, default_text_layers, evaluation_mode
 from ..preprocessing import OPENAI_MEAN, OPENAI_STD, native_preprocess
 from ..render import upsample
 from ..data import Sample, load_image, load_mask
@@ -802,7 +802,7 @@ def text_deletion_insertion(
     dataset: CaptionTable,
     *,
     tokenizer: Callable[[list[str]], Tensor],
-    n_text_layers: int = 8,
+    n_text_layers: int | None = None,
     heads: str = "single",
     modes: Sequence[str] = MODES,
     steps: int = 5,
@@ -824,7 +824,7 @@ def text_deletion_insertion(
     Args:
         model, dataset, tokenizer: the model, a :class:`CaptionTable` and the model's tokenizer
             (open_clip's ``SimpleTokenizer``, which the textual explanation needs).
-        n_text_layers, heads: options of :meth:`gradeclip.Explainer.explain_text`.
+        n_text_layers, heads: options of :meth:`gradeclip.Explainer.explain_text` (None: ``min(8, depth)``).
         modes, steps: which curves, and how many words (default 5, as in the paper).
         Other arguments as for :func:`deletion_insertion`.
     """
@@ -844,6 +844,8 @@ def text_deletion_insertion(
     with clock("setup"):
         captions = encode_texts(model, tokenizer, [s.caption or "" for s in dataset])
         scorer = TextRetrievalScorer(captions, _gallery(model, dataset, geometry, batch_size, progress), dataset.image_of)
+    if n_text_layers is None:
+        n_text_layers = default_text_layers(Explainer(model, tokenizer).text_tower)
     settings = {
         "task": "text_faithfulness",
         "model": _describe_model(model, model_name),

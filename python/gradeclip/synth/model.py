@@ -174,6 +174,19 @@ def save_weights(model: nn.Module, config: dict[str, Any], path: str | os.PathLi
     write_json(path.with_suffix(".json"), {"config": config, **metadata})
 
 
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The architecture config recorded beside weights written by :func:`save_weights`.
+
+    Raises:
+        ModelLoadError: the ``.json`` record is missing or unreadable.
+    """
+    meta_path = Path(path).with_suffix(".json")
+    try:
+        return json.loads(meta_path.read_text())["config"]
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"could not read the {MODEL_NAME} config {meta_path}: {exc}") from exc
+
+
 def load_weights(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """Read a model written by :func:`save_weights`: ``(model in eval mode, its JSON record)``.
 

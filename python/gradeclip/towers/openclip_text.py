@@ -249,8 +249,11 @@ class OpenClipText(TextTower):
 
 
 def _is_causal(mask: Tensor) -> bool:
-    """Whether an additive ``[L, L]`` mask hides exactly the positions after each query."""
+    """Whether an additive ``[L, L]`` mask hides exactly the positions after each query (a mask on
+    the meta device, which has no values, passes when its shape fits)."""
     if mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
         return False
+    if mask.is_meta:
+        return True
     hidden = torch.ones(mask.shape, dtype=torch.bool, device=mask.device).triu(1)
     return bool(torch.equal(torch.isneginf(mask), hidden) and (mask[~hidden] == 0).all())
