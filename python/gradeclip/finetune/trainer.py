@@ -22,12 +22,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data import Source
-from ..distributed import Ranks, barrier, init_ranks
+from ..distributed import Ranks, barrier, gather, init_ranks
 from ..errors import InputError, TrainingError
 from ..towers.registry import image_tower
 from ..files import write_bytes, write_json
 from .checkpoint import load_checkpoint, save_checkpoint
-from .collective import gather_objects, gather_rows, sum_gradients
+from .collective import gather_rows, sum_gradients
 from .dense import MAP_METHODS, image_forward, map_weights, phrase_maps, region_embeddings
 from .losses import LOCAL_TEMPERATURE, global_loss, local_loss
 from .pairs import Pair, PairStream
@@ -180,7 +180,7 @@ class Finetuner:
             tokens, fits = self._tokens(distinct)
         kept = [p for p, ok in zip(distinct, fits) if ok]
         self.skipped_phrases += len(distinct) - len(kept)
-        everyone = gather_objects(kept, self.ranks)
+        everyone = gather(self.ranks, kept)
         columns = list(dict.fromkeys(p for ps in everyone for p in ps))  # the batch's distinct phrases
         if not columns:
             return fwd.embedding.sum() * 0.0, 0
@@ -328,9 +328,9 @@ def finetune(
         optimizer.zero_grad(set_to_none=True)
         for _ in range(cfg.accumulate):
             pairs, bad = next(stream)
-            for rank_bad in gather_objects(bad, ranks):
+            for rank_bad in gather(ranks, bad):
                 skipped.extend([key, why] for key, why in rank_bad)
-            sizes = gather_objects(len(pairs), ranks)
+            sizes = gather(ranks, len(pairs))
             if sum(sizes) < 2 or min(sizes) == 0:
                 raise InputError(f"step {step + 1}: a micro-batch kept {sizes} decodable pair(s) per rank; the contrastive loss needs every rank to have pairs (see the skipped samples in {record_path})")
             with autocast:
