@@ -219,6 +219,15 @@ def test_bad_settings_are_refused_before_the_weights_load(monkeypatch, tmp_path,
         assert not (tmp_path / f"s{i}").exists()
 
 
+def test_eval_refuses_a_bad_method_or_option_before_the_weights_load(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("gradeclip.loading.load", no_loading)
+    base = ["eval", "localization", "--model", "gradeclip-synth", "--images", str(tmp_path), "--masks", str(tmp_path), "--out", str(tmp_path / "e")]
+    assert main([*base, "--method", "bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert main([*base, "--method", "gradcam", "--option", "heads=model"]) == 2
+    assert "method 'gradcam' has no option 'heads'" in capsys.readouterr().err
+
+
 def test_a_finished_store_is_reported_without_loading_the_model(monkeypatch, tmp_path, images, capsys):
     folder = model_folder(tmp_path / "model", weights_seed=1)
     args = ["--model", str(folder), "--data", str(images), "--texts", "a photo", "--out", str(tmp_path / "s")]
