@@ -559,14 +559,14 @@ def _preflight(job: ExplainJob) -> None:
     model = skeleton(job.model, job.pretrained)
     if model is None:
         return
-    explainer = Explainer(model)
-    tower = explainer.image_tower
-    _check_resolution(explainer, job)
-    if job.text_maps:
-        _check_text_layers(explainer, job)
-    blank = torch.zeros(1, 3, *tower.input_size, device="meta")
-    targets = torch.zeros(1, tower.embed_dim, device="meta")
     try:
+        explainer = Explainer(model)
+        tower = explainer.image_tower
+        _check_resolution(explainer, job)
+        if job.text_maps:
+            _check_text_layers(explainer, job)
+        blank = torch.zeros(1, 3, *tower.input_size, device="meta")
+        targets = torch.zeros(1, tower.embed_dim, device="meta")
         explainer._explain_targets(blank, targets, job.method, _image_options(job))
     except GradeclipError:
         raise
