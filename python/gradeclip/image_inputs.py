@@ -32,8 +32,6 @@ from torch import Tensor, nn
 
 from .errors import InputError, UnsupportedModelError
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 RESOLUTIONS = ("model", "native")
 DIM = 0.35  # brightness kept where the model's crop cut the original away
 ImageLike = Any  # PIL image, uint8 array [H, W, 3] / [H, W], or a path
@@ -97,27 +95,27 @@ def input_geometry(model: nn.Module) -> ImageGeometry:
     """The model's own preprocessing (see the module docstring). Raises
     :class:`UnsupportedModelError` for a resize gradeclip does not reproduce (open_clip's
     ``resize_mode="longest"``, which pads)."""
+    from .preprocessing import normalisation
     from .towers.registry import image_tower
 
+    tower = image_tower(model)
+    mean, std = normalisation(tower)  # one way for every family: the tower adapter's preprocess_cfg
     library = type(model).__module__.split(".")[0]
     if library == "transformers":
-        tower = image_tower(model)
         resize = "squash" if type(model).__name__.startswith("Blip") else "shortest"
-        return ImageGeometry(tower.input_size, resize, OPENAI_MEAN, OPENAI_STD)
+        return ImageGeometry(tower.input_size, resize, mean, std)
     if library == "timm":
         cfg = getattr(model, "pretrained_cfg", {}) or {}
-        size = _size_pair(cfg.get("input_size", (3, *image_tower(model).input_size))[1:])
-        return ImageGeometry(size, "shortest", tuple(cfg.get("mean", OPENAI_MEAN)), tuple(cfg.get("std", OPENAI_STD)))  # type: ignore[arg-type]
-    from open_clip import get_model_preprocess_cfg
-
-    cfg = get_model_preprocess_cfg(model)
-    size = _size_pair(cfg.get("size", getattr(getattr(model, "visual", None), "image_size", None) or image_tower(model).input_size))
+        size = _size_pair(cfg.get("input_size", (3, *tower.input_size))[1:])
+        return ImageGeometry(size, "shortest", mean, std)
+    cfg = tower.preprocess_cfg
+    size = _size_pair(cfg.get("size", getattr(getattr(model, "visual", None), "image_size", None) or tower.input_size))
     resize = cfg.get("resize_mode", "shortest")
     if resize not in ("shortest", "squash"):
         raise UnsupportedModelError(f"{type(model).__name__} preprocesses with resize_mode={resize!r} (padding); gradeclip reproduces 'shortest' and 'squash'")
     if resize == "shortest" and size[0] != size[1]:
         resize = "squash"  # open_clip squashes to a non-square input
-    return ImageGeometry(size, resize, tuple(cfg.get("mean", OPENAI_MEAN)), tuple(cfg.get("std", OPENAI_STD)))  # type: ignore[arg-type]
+    return ImageGeometry(size, resize, mean, std)
 
 
 def shortest_side_mapping(height: int, width: int, size: int) -> ImageMapping:
