@@ -1,18 +1,133 @@
-"""Input preparation for ``resolution="native"`` (SPEC §4)."""
+"""How an image becomes a model input — the only module that knows.
+
+- The model's geometry (:class:`Geometry`): square input side, per-channel mean and std, read one
+  way for every model family, from the image tower's adapter
+  (:attr:`~gradeclip.towers.base.ImageTower.preprocess_cfg`: open_clip's ``preprocess_cfg``, timm's
+  ``pretrained_cfg``, OpenAI CLIP's normalisation for transformers CLIP/BLIP).
+- Resize + centre crop, computed in Rust exactly as Pillow (:func:`resize_center_crop`,
+  :func:`model_ready`; :func:`model_input` also returns where the crop lies in the original
+  image, :class:`gradeclip.image_inputs.ImageMapping`); object masks through the same geometry
+  (:func:`mask_in_geometry`). The Explainer's own image inputs (PIL images, arrays, paths) and
+  overlays on the original are :mod:`gradeclip.image_inputs`, which reads the model's
+  normalisation here (:func:`normalisation`).
+- Native resolution (SPEC §4): :func:`native_size`, :func:`native_preprocess` (also in the
+  authors' two-resize geometry, SPEC §12: :func:`authors_cap`, :func:`authors_size`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from . import native
+from .arrays import image_list, triple
 from .compat import resolve
 from .errors import InputError
+from .image_inputs import ImageMapping, shortest_side_mapping
+from .towers.base import OPENAI_MEAN, OPENAI_STD, ImageTower
 from .towers.registry import image_tower
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+__all__ = [
+    "GEOMETRIES",
+    "OPENAI_MEAN",
+    "OPENAI_STD",
+    "Geometry",
+    "authors_cap",
+    "authors_size",
+    "check_size",
+    "mask_in_geometry",
+    "model_input",
+    "model_ready",
+    "native_preprocess",
+    "native_size",
+    "normalisation",
+    "resize_center_crop",
+]
+
+
+def normalisation(model: nn.Module | ImageTower) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """``(mean, std)`` the model's inputs are normalised with, per channel on the 0..1 scale."""
+    tower = model if isinstance(model, ImageTower) else image_tower(model)
+    return tower.mean, tower.std
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The model's evaluation preprocessing: square side ``size``, per-channel ``mean`` and ``std``
+    (the shorter side resized to ``size`` bicubic, the centre crop, then ``(v/255 − mean) / std``)."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Geometry:
+        """The geometry of any model the Explainer supports, from its image tower's adapter. Only
+        the bicubic shortest-side resize + centre crop (every OpenAI / open_clip CLIP) is
+        reproduced: a model declaring another resize, or a non-square input, is an :class:`InputError`."""
+        tower = image_tower(model)
+        height, width = tower.input_size
+        if height != width:
+            raise InputError(f"the model's input is not square ({height}×{width}); evaluation supports square inputs")
+        cfg = tower.preprocess_cfg
+        interpolation = cfg.get("interpolation", "bicubic")
+        resize_mode = cfg.get("resize_mode", "shortest")
+        if interpolation != "bicubic" or resize_mode != "shortest":
+            raise InputError(
+                f"the model preprocesses with interpolation={interpolation!r}, resize_mode={resize_mode!r}; "
+                "evaluation reproduces only the bicubic shortest-side resize + centre crop"
+            )
+        return cls(height, tower.mean, tower.std)
+
+
+def check_size(size: Any) -> int:
+    """``size`` as an int, if it is a positive integer; else an :class:`InputError`."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise InputError(f"output size must be a positive integer, got {size!r}")
+    return int(size)
+
+
+def resize_center_crop(images: Any, size: int) -> np.ndarray:
+    """CLIP's geometry without the normalisation: the shorter side resized to ``size`` (bicubic,
+    antialiased, exactly Pillow's 8-bit resampler), then the centre ``size × size`` crop.
+
+    Returns uint8 ``[B, size, size, 3]``.
+    """
+    return native.resize_center_crop(image_list(images), check_size(size))
+
+
+def model_ready(images: Any, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """CLIP's evaluation preprocessing of uint8 images (what open_clip's transform gives for a PIL
+    image): :func:`resize_center_crop`, then ``(v / 255 − mean) / std`` per channel.
+
+    Returns float32 ``[B, 3, size, size]``.
+    """
+    return native.model_ready(image_list(images), check_size(size), triple(mean, "mean"), triple(std, "std"))
+
+
+def model_input(image: np.ndarray, geometry: Geometry) -> tuple[Tensor, ImageMapping]:
+    """One uint8 image ``[H, W, 3]`` as the model's input float32 ``[1, 3, S, S]`` (:func:`model_ready`),
+    with where that input lies in the original image (resized size, crop offset, :meth:`~ImageMapping.box`)."""
+    pixels = torch.from_numpy(model_ready(image, geometry.size, geometry.mean, geometry.std))
+    height, width = image.shape[:2]
+    return pixels, shortest_side_mapping(height, width, geometry.size)
+
+
+def mask_in_geometry(mask: np.ndarray, size: int) -> np.ndarray:
+    """A bool mask ``[H, W]`` taken through the model's geometry: nearest-neighbour resize of the
+    shorter side to ``size`` and the centre crop, with torchvision's own size and offset rules.
+    Returns bool ``[size, size]``."""
+    from torchvision.transforms import CenterCrop, InterpolationMode, Resize
+
+    img = Image.fromarray(mask.astype(np.uint8) * 255)
+    img = CenterCrop(size)(Resize(size, interpolation=InterpolationMode.NEAREST)(img))
+    return np.asarray(img) > 127
 
 
 def native_size(height: int, width: int, patch: tuple[int, int], max_short_side: int | None = None) -> tuple[int, int]:
@@ -55,7 +170,8 @@ def native_preprocess(
     """Prepare one image at (about) its own size and aspect ratio for ``model``'s image tower.
 
     The image is resized (bicubic, Pillow) to :func:`native_size` and normalised with the model's
-    mean and std; the tower interpolates its positional embedding to the resulting patch grid.
+    mean and std (:func:`normalisation`); the tower interpolates its positional embedding to the
+    resulting patch grid.
 
     Args:
         image: a PIL image or a uint8 array ``[H, W, 3]``.
@@ -77,19 +193,15 @@ def native_preprocess(
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise InputError(f"image must be a PIL image or a uint8 array, got {type(image).__name__}")
-    patch = image_tower(model).patch_size  # type: ignore[attr-defined]
+    tower = image_tower(model)
     image = image.convert("RGB")
     if form["geometry"] == "authors":
         if form["max_short_side"] is not None:
             image = authors_cap(image, form["max_short_side"])
-        height, width = authors_size(image.height, image.width, patch)
+        height, width = authors_size(image.height, image.width, tower.patch_size)
     else:
-        height, width = native_size(image.height, image.width, patch, form["max_short_side"])
+        height, width = native_size(image.height, image.width, tower.patch_size, form["max_short_side"])
     resized = image.resize((width, height), Image.Resampling.BICUBIC)
-    from open_clip import get_model_preprocess_cfg
-
-    cfg = get_model_preprocess_cfg(model)
-    mean = torch.tensor(cfg.get("mean", OPENAI_MEAN)).view(3, 1, 1)
-    std = torch.tensor(cfg.get("std", OPENAI_STD)).view(3, 1, 1)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in normalisation(tower))
     pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
     return (pixels - mean) / std
