@@ -5,6 +5,8 @@ a record of how each was mapped, so that a map can be drawn back over the origin
   read from the model: open_clip's ``preprocess_cfg``, a timm classifier's ``pretrained_cfg``,
   transformers CLIP (shorter side + centre crop) and BLIP (squashed to the square), OpenAI CLIP's
   normalisation where the model declares none.
+- :class:`InputPreparation`: one model's preparation without the model (its geometry, the
+  resolution, the patch size), which :func:`prepare_images` and dataset runs' workers apply.
 - :func:`prepare_images`: the pixels of each image (:func:`gradeclip.data.decode_image` for paths),
   the batch ``[B, 3, H, W]`` the model gets, and each image's :class:`ImageMapping`. With
   ``resolution="model"`` the shorter side is resized to the input size (bicubic, Pillow — what
@@ -159,20 +161,64 @@ def is_image_like(images: Any) -> bool:
     return isinstance(images, one) or (isinstance(images, Sequence) and len(images) > 0 and all(isinstance(i, one) for i in images))
 
 
-def _map_image(pixels: np.ndarray, geometry: ImageGeometry, resolution: str, patch: tuple[int, int], max_short_side: int | None) -> tuple[np.ndarray, ImageMapping]:
-    """The resized (and cropped) uint8 input of one image and its mapping."""
-    from .preprocessing import native_size
+@dataclass(frozen=True)
+class InputPreparation:
+    """How images become one model's inputs, held without the model (picklable: DataLoader workers
+    use it as their preprocess). Make one with :meth:`of`.
 
-    height, width = pixels.shape[:2]
-    if resolution == "native":
-        resized = native_size(height, width, patch, max_short_side)
-        mapping = ImageMapping((height, width), resized, (0, 0), resized)
-    else:
-        mapping = geometry_mapping(geometry, height, width)
-    image = Image.fromarray(pixels).resize((mapping.resized[1], mapping.resized[0]), Image.Resampling.BICUBIC)
-    top, left = mapping.offset
-    out = np.asarray(image.crop((left, top, left + mapping.input_size[1], top + mapping.input_size[0])))
-    return out, mapping
+    Attributes:
+        geometry: the model's own preprocessing (:func:`input_geometry`).
+        resolution: ``"model"`` or ``"native"`` (see the module docstring).
+        patch: the image tower's patch size (``"native"`` sides are its multiples).
+        max_short_side: with ``"native"``, the cap on the shorter side, or None.
+    """
+
+    geometry: ImageGeometry
+    resolution: str
+    patch: tuple[int, int]
+    max_short_side: int | None
+
+    @classmethod
+    def of(cls, model: nn.Module, resolution: str = "model", max_short_side: int | None = None) -> InputPreparation:
+        """``model``'s preparation; :class:`InputError` for an unknown ``resolution`` or a
+        ``max_short_side`` that is not a positive integer."""
+        from .towers.registry import image_tower
+
+        if resolution not in RESOLUTIONS:
+            raise InputError(f"resolution must be one of {', '.join(map(repr, RESOLUTIONS))}, got {resolution!r}")
+        if max_short_side is not None and (isinstance(max_short_side, bool) or not isinstance(max_short_side, int) or max_short_side < 1):
+            raise InputError(f"max_short_side must be a positive integer, got {max_short_side!r}")
+        patch = image_tower(model).patch_size if resolution == "native" else (1, 1)
+        return cls(input_geometry(model), resolution, patch, max_short_side)
+
+    def mapping(self, height: int, width: int) -> ImageMapping:
+        """How an image of ``height × width`` is mapped to the model input."""
+        from .preprocessing import native_size
+
+        if self.resolution == "native":
+            resized = native_size(height, width, self.patch, self.max_short_side)
+            return ImageMapping((height, width), resized, (0, 0), resized)
+        return geometry_mapping(self.geometry, height, width)
+
+    def resize(self, pixels: np.ndarray) -> tuple[np.ndarray, ImageMapping]:
+        """One image uint8 ``[H, W, 3]`` resized (bicubic, Pillow) and cropped to the model input:
+        uint8 ``[h, w, 3]``, and its :class:`ImageMapping`."""
+        mapping = self.mapping(*pixels.shape[:2])
+        image = Image.fromarray(pixels).resize((mapping.resized[1], mapping.resized[0]), Image.Resampling.BICUBIC)
+        top, left = mapping.offset
+        out = np.asarray(image.crop((left, top, left + mapping.input_size[1], top + mapping.input_size[0])))
+        return out, mapping
+
+    def normalise(self, resized: np.ndarray) -> Tensor:
+        """Resized uint8 inputs ``[B, h, w, 3]`` as float32 ``[B, 3, h, w]``, ``(v/255 − mean) / std``."""
+        mean = torch.tensor(self.geometry.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.geometry.std, dtype=torch.float32).view(1, 3, 1, 1)
+        x = torch.tensor(resized).permute(0, 3, 1, 2).float() / 255.0
+        return (x - mean) / std
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        """One PIL image as the model input float32 ``[3, h, w]`` (a model's ``preprocess``)."""
+        return self.normalise(self.resize(np.asarray(image.convert("RGB")))[0][None])[0]
 
 
 def prepare_images(
@@ -190,30 +236,20 @@ def prepare_images(
     Returns:
         float32 ``[B, 3, H, W]`` (CPU) and one :class:`ImageInput` per image.
     """
-    from .towers.registry import image_tower
-
-    if resolution not in RESOLUTIONS:
-        raise InputError(f"resolution must be one of {', '.join(map(repr, RESOLUTIONS))}, got {resolution!r}")
-    if max_short_side is not None and (isinstance(max_short_side, bool) or not isinstance(max_short_side, int) or max_short_side < 1):
-        raise InputError(f"max_short_side must be a positive integer, got {max_short_side!r}")
+    preparation = InputPreparation.of(model, resolution, max_short_side)
     items = [images] if isinstance(images, (Image.Image, np.ndarray, str, os.PathLike)) else list(images)
     if not items:
         raise InputError("images is empty: give at least one image")
-    geometry = input_geometry(model)
-    patch = image_tower(model).patch_size if resolution == "native" else (1, 1)
     inputs, batch = [], []
     for i, item in enumerate(items):
         pixels = as_pixels(item, f"images[{i}]")
-        resized, mapping = _map_image(pixels, geometry, resolution, patch, max_short_side)
+        resized, mapping = preparation.resize(pixels)
         inputs.append(ImageInput(pixels, mapping))
         batch.append(resized)
     sizes = sorted({b.shape[:2] for b in batch})
     if len(sizes) > 1:
         raise InputError(f"at native resolution the images come out at different sizes {sizes}; explain them one at a time")
-    mean = torch.tensor(geometry.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(geometry.std, dtype=torch.float32).view(1, 3, 1, 1)
-    x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255.0
-    return (x - mean) / std, inputs
+    return preparation.normalise(np.stack(batch)), inputs
 
 
 def overlay_original(
