@@ -13,12 +13,16 @@ from gradeclip.files import is_temporary
 from gradeclip.synth import examples
 
 
-def _check_files(out, overlay_size: int) -> str:
+def _check_files(out) -> str:
     """The files every demo run writes; returns the HTML page."""
+    from skimage import data
+
     photo_overlays = sorted((out / "overlays").glob("*.png"))
     assert len(photo_overlays) == len(PHOTOS) ** 2
-    with Image.open(photo_overlays[0]) as im:
-        assert im.size == (overlay_size, overlay_size) and im.mode == "RGB"
+    for photo in PHOTOS:  # each photo's overlays are drawn on the original, at its own size
+        height, width = getattr(data, photo.name)().shape[:2]
+        with Image.open(out / "overlays" / f"{photo.name}__{PHOTOS[0].name}.png") as im:
+            assert im.size == (width, height) and im.mode == "RGB"
     objects = [(e, k) for e, ex in enumerate(examples(SCENES)) for k, c in enumerate(ex.referring) if c is not None]
     assert sorted(p.name for p in (out / "scenes").glob("*.png")) == sorted(f"scene{e}__o{k}.png" for e, k in objects)
     assert len(list((out / "words").glob("*.png"))) == len(PHOTOS) + SCENES
@@ -40,7 +44,7 @@ def test_default_demo_uses_the_embedded_trained_model_offline(tmp_path, capsys, 
     assert main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "RANDOM" not in printed and "index.html" in printed
-    page = _check_files(out, 224)
+    page = _check_files(out)
     assert "Random weights" not in page and "gradeclip-synth (shipped weights)" in page
 
 
@@ -50,5 +54,5 @@ def test_demo_with_a_random_open_clip_model_warns(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--model", "ViT-S-32"]) == 0
     printed = capsys.readouterr().out
     assert "RANDOM weights" in printed and "index.html" in printed
-    page = _check_files(out, 224)
+    page = _check_files(out)
     assert "Random weights" in page

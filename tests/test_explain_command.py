@@ -28,6 +28,7 @@ import gradeclip
 from gradeclip.cli import main
 from gradeclip.data import FolderSource, TarSource, decode_image
 from gradeclip.distributed import Ranks
+from gradeclip.image_inputs import DIM, overlay_original
 from gradeclip.pipeline import ExplainJob, _work
 from gradeclip.targets import explain_subsets
 from gradeclip.zeroshot import classifier
@@ -152,8 +153,6 @@ def test_folder_pairs_match_the_explainer(tmp_path, model_dir, loaded, photos):
 
 
 def test_overlays_and_text_maps(tmp_path, model_dir, loaded, photos):
-    from gradeclip import render
-
     out = tmp_path / "store"
     args = ["--model", str(model_dir), "--data", str(photos), "--out", str(out), "--workers", "0", "--batch-size", "4", "--max-targets", "3"]
     assert run_cli(*args, "--overlays", "--colormap", "viridis", "--alpha", "0.4", "--text-maps", "--text-layers", "2") == 0
@@ -161,15 +160,22 @@ def test_overlays_and_text_maps(tmp_path, model_dir, loaded, photos):
     frame = store.to_pandas()
     model, preprocess, tokenizer = loaded
     explainer = gradeclip.Explainer(model, tokenizer)
-    crop = type(preprocess)(preprocess.transforms[:2])  # the model's resize and centre crop, before normalising
     ok = np.flatnonzero(frame["status"] == "ok")
     assert len(ok) == 6 and frame.loc[frame["status"] == "error", "overlay"].isna().all()
     for row in ok:
         values = frame.iloc[row]
-        with Image.open(values["path"]) as image:
-            seen = np.asarray(crop(image.convert("RGB")))
-        with Image.open(out / values["overlay"]) as drawn:
-            np.testing.assert_array_equal(np.asarray(drawn), render.overlay(seen[None], store.map(row)[None], alpha=0.4, colormap="viridis")[0])
+        original = np.asarray(decode_image(Path(values["path"]).read_bytes()))
+        with Image.open(out / values["overlay"]) as drawn:  # over the original at its own size, as the API draws it
+            drawn = np.asarray(drawn)
+        mapping = explainer.explain_image(original, [values["text"]]).inputs[0].mapping
+        np.testing.assert_array_equal(drawn, overlay_original(original, store.map(row), mapping, alpha=0.4, colormap="viridis"))
+        height, width = original.shape[:2]
+        dimmed = (original.astype(np.float32) * DIM + 0.5).astype(np.uint8)
+        if width != height:  # the centre crop cut the long side's ends away
+            edge = (slice(None), slice(0, 2)) if width > height else (slice(0, 2), slice(None))
+            np.testing.assert_array_equal(drawn[edge], dimmed[edge])
+        middle = (slice(height // 2 - 2, height // 2 + 2), slice(width // 2 - 2, width // 2 + 2))
+        assert not np.array_equal(drawn[middle], dimmed[middle])
         image = preprocess(decode_image(Path(values["path"]).read_bytes()))[None]
         words = explainer.explain_text(image, [values["text"]], n_layers=2).words(0, 0)
         assert list(values["words"]) == [w for w, _ in words] == values["text"].split()

@@ -176,12 +176,15 @@ def test_explain_image_warns_about_truncation_like_explain_text():
 # bug 6: defaults that fit the model, errors that name the flag
 
 
-def test_text_layers_default_to_what_the_model_has(tmp_path, capsys):
+def test_text_layers_default_to_what_the_model_has(tmp_path, images, capsys):
     model, _, tokenizer = gradeclip.load("gradeclip-synth")  # 3 text blocks
     explainer = gradeclip.Explainer(model, tokenizer)
     image = torch.zeros(1, 3, 64, 64)
     assert explainer.explain_text(image, ["a red circle"]).options["n_layers"] == 3
     assert explainer.explain_pair(image, "a red circle").textual.options["n_layers"] == 3
+    assert explain("--model", "gradeclip-synth", "--data", str(images), "--text-maps", "--out", str(tmp_path / "s")) == 0
+    frame = gradeclip.Store(tmp_path / "s").to_pandas()
+    assert list(frame["words"].iloc[0]) == ["a", "photo", "number", "0"]  # its caption file, "a photo number 0"
     table = tmp_path / "c.csv"
     Image.new("RGB", (64, 64), "red").save(tmp_path / "r.png")
     table.write_text("image,caption\nr.png,a red circle\n")
@@ -214,6 +217,15 @@ def test_bad_settings_are_refused_before_the_weights_load(monkeypatch, tmp_path,
         assert explain(*common, *flags, "--out", str(tmp_path / f"s{i}")) == 2, flags
         assert message in capsys.readouterr().err, flags
         assert not (tmp_path / f"s{i}").exists()
+
+
+def test_eval_refuses_a_bad_method_or_option_before_the_weights_load(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("gradeclip.loading.load", no_loading)
+    base = ["eval", "localization", "--model", "gradeclip-synth", "--images", str(tmp_path), "--masks", str(tmp_path), "--out", str(tmp_path / "e")]
+    assert main([*base, "--method", "bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert main([*base, "--method", "gradcam", "--option", "heads=model"]) == 2
+    assert "method 'gradcam' has no option 'heads'" in capsys.readouterr().err
 
 
 def test_a_finished_store_is_reported_without_loading_the_model(monkeypatch, tmp_path, images, capsys):

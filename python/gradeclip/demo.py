@@ -3,7 +3,8 @@ scikit-image, offline, with the embedded ``gradeclip-synth`` model by default.
 
 Writes, under the output directory: ``scenes/<scene>__o<k>.png`` (each synthetic scene against the
 caption that picks out its object ``k``), ``overlays/<image>__<text>.png`` (every photo against
-every prompt), ``words/<name>.png`` (the words of each scene's and photo's caption shaded by
+every prompt, over the original photo at its own size with the border the model's crop cut
+away dimmed: :meth:`ImageExplanation.save`), ``words/<name>.png`` (the words of each scene's and photo's caption shaded by
 importance) and ``index.html`` tying them together with the scores.
 """
 
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from . import render
@@ -26,7 +26,7 @@ from .synth import examples
 
 DEFAULT_MODEL = SYNTH_MODEL
 SCENES = 4  # held-out synthetic scenes the demo explains
-DISPLAY_SIZE = 224  # overlays are drawn at least this large (the tiny model sees 64 px)
+DISPLAY_SIZE = 224  # scene overlays are drawn at least this large (the tiny model sees 64 px)
 
 
 @dataclass(frozen=True)
@@ -55,15 +55,6 @@ class DemoReport:
     overlays: list[Path]
     scores: np.ndarray
     random_weights: bool
-
-
-def _center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` (bicubic) and take the central ``size``×``size`` square —
-    the geometry of CLIP's evaluation preprocessing, so maps line up with the displayed pixels."""
-    scale = size / min(image.size)
-    resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.Resampling.BICUBIC)
-    left, top = (resized.width - size) // 2, (resized.height - size) // 2
-    return resized.crop((left, top, left + size, top + size))
 
 
 def _photos() -> list[tuple[Photo, Image.Image]]:
@@ -119,20 +110,14 @@ def run_demo(out_dir: str | os.PathLike[str], model_name: str = DEFAULT_MODEL, p
 
     # real photos: every photo against every prompt, and each photo's caption word by word
     photos = _photos()
-    crops = [_center_crop(image, display) for _, image in photos]
-    batch = torch.stack([preprocess(image) for _, image in photos]).to(device)
-    prompts = [photo.prompt for photo, _ in photos]
-    visual = explainer.explain_image(batch, prompts)
-    textual = explainer.explain_text(batch, [photo.caption for photo, _ in photos], n_layers=text_layers)
-
-    pixels = [np.asarray(crop) for crop in crops]
-    overlay_paths, overlay_images, overlay_maps = [], [], []
+    images = [image for _, image in photos]  # given as PIL images: the overlays are drawn on the originals
+    visual = explainer.explain_image(images, [photo.prompt for photo, _ in photos])
+    textual = explainer.explain_text(images, [photo.caption for photo, _ in photos], n_layers=text_layers)
+    overlay_paths = []
     for b, (photo, _) in enumerate(photos):
         for t, other in enumerate(PHOTOS):
             overlay_paths.append(out / "overlays" / f"{photo.name}__{other.name}.png")
-            overlay_images.append(pixels[b])
-            overlay_maps.append(visual.maps[b, t].cpu().numpy())
-    render.save_overlays(overlay_paths, overlay_images, overlay_maps)
+            visual.save(overlay_paths[-1], b, t)
     for b, (photo, _) in enumerate(photos):
         write_bytes(out / "words" / f"{photo.name}.png", render.text_png(textual.words(b, b), text=photo.caption))
 

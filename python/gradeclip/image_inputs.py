@@ -128,6 +128,13 @@ def shortest_side_mapping(height: int, width: int, size: int) -> ImageMapping:
     return ImageMapping((height, width), resized, offset, (size, size))
 
 
+def geometry_mapping(geometry: ImageGeometry, height: int, width: int) -> ImageMapping:
+    """How the model's own preprocessing (``geometry``) maps an image of ``height × width``."""
+    if geometry.resize == "squash":
+        return ImageMapping((height, width), geometry.size, (0, 0), geometry.size)
+    return shortest_side_mapping(height, width, geometry.size[0])
+
+
 def as_pixels(image: ImageLike, what: str = "image") -> np.ndarray:
     """``image`` as uint8 RGB ``[H, W, 3]``: a PIL image (converted to RGB), a uint8 array
     ``[H, W, 3]`` or ``[H, W]`` (grey), or a path to an image file (decoded with EXIF orientation)."""
@@ -162,10 +169,8 @@ def _map_image(pixels: np.ndarray, geometry: ImageGeometry, resolution: str, pat
     if resolution == "native":
         resized = native_size(height, width, patch, max_short_side)
         mapping = ImageMapping((height, width), resized, (0, 0), resized)
-    elif geometry.resize == "squash":
-        mapping = ImageMapping((height, width), geometry.size, (0, 0), geometry.size)
     else:
-        mapping = shortest_side_mapping(height, width, geometry.size[0])
+        mapping = geometry_mapping(geometry, height, width)
     image = Image.fromarray(pixels).resize((mapping.resized[1], mapping.resized[0]), Image.Resampling.BICUBIC)
     top, left = mapping.offset
     out = np.asarray(image.crop((left, top, left + mapping.input_size[1], top + mapping.input_size[0])))

@@ -339,6 +339,8 @@ def load(
         raise InputError(f"seed must be an integer, got {seed!r}")
     target = check_device(device)
     source = weights_source(name, pretrained, seed)
+    preprocess: Callable[[Any], Tensor]
+    tokenizer: Callable[[list[str]], Tensor]
     if source.weights.startswith("transformers"):
         from .hf_loading import load_hf
 

@@ -51,9 +51,10 @@ from .data.batches import identity as identity_collate
 from .distributed import Ranks, barrier, broadcast, gather, init_ranks
 from .errors import GradeclipError, InputError, ModelLoadError, StoreError, UnsupportedModelError
 from .explainer import Explainer, check_option_names
+from .files import write_bytes
 from .hf_loading import is_hf_name
+from .image_inputs import ImageGeometry, geometry_mapping, input_geometry, overlay_original
 from .loading import PRECISIONS, ModelIdentity, load, model_identity, random_weights_warning, skeleton, weights_source
-from .preprocessing import OPENAI_MEAN, OPENAI_STD
 from .store import INDEX, MANIFEST, OVERLAYS, PARTS, ChunkBuffer, StoreWriter, read_manifest
 from .targets import Row, Targets
 from .words import TruncationWarning, truncated_after, truncation_message
@@ -88,7 +89,8 @@ class ExplainJob:
             explained at the model's preprocess, not at the authors' native resolution.
         format, image_column, caption_column, label_column, key_column, images_root: how to read ``data``.
         overlays: also write each map over its image as a PNG (SPEC §9), with ``alpha`` and
-            ``colormap`` (``jet``, ``viridis``, ``turbo``), on the image as the model saw it.
+            ``colormap`` (``jet``, ``viridis``, ``turbo``), on the original image at its own size
+            (the crop's border dimmed; :func:`gradeclip.image_inputs.overlay_original`).
         text_maps: also explain each pair's text (SPEC §3): word importances in the index, from
             the text tower's last ``text_layers`` blocks (None: ``min(8, depth)``; with the
             ``heads`` option, if given).
@@ -295,30 +297,26 @@ def _finished(out: Path, config: dict[str, Any]) -> dict[str, int] | None:
 
 @dataclass
 class Overlays:
-    """Writes overlay PNGs (SPEC §9) of maps on the images as the model saw them.
-
-    ``mean``/``std`` ``[3, 1, 1]``: the model's input normalisation, undone to get the pixels back.
-    """
+    """Writes overlay PNGs (SPEC §9): each map over its original image at the image's own size, the
+    border the model's centre crop cut away dimmed (:func:`gradeclip.image_inputs.overlay_original`,
+    the function behind :meth:`ImageExplanation.overlay`). ``geometry``: the model's preprocessing,
+    which says how each original was mapped to the model input."""
 
     root: Path
     alpha: float
     colormap: str
-    mean: Tensor
-    std: Tensor
-
-    def pixels(self, images: Tensor) -> np.ndarray:
-        """uint8 RGB ``[n, H, W, 3]`` of preprocessed images ``[n, 3, H, W]`` (exact for 8-bit inputs)."""
-        values = (images.detach().float().cpu() * self.std + self.mean) * 255
-        return np.ascontiguousarray(values.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    geometry: ImageGeometry
 
     def save(self, tasks: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
-        """Write ``(path relative to the store, image [H, W, 3] uint8, raw map [h, w])`` overlays."""
+        """Write ``(path relative to the store, original image [H, W, 3] uint8, raw map [h, w])`` overlays."""
         from . import render
 
         for folder in {(self.root / path).parent for path, _, _ in tasks}:
             folder.mkdir(parents=True, exist_ok=True)
-        paths = [self.root / path for path, _, _ in tasks]
-        render.save_overlays(paths, [image for _, image, _ in tasks], [m.astype(np.float32) for _, _, m in tasks], self.alpha, self.colormap)  # type: ignore[arg-type]
+        for path, image, grid in tasks:
+            mapping = geometry_mapping(self.geometry, *image.shape[:2])
+            drawn = overlay_original(image, grid.astype(np.float32), mapping, self.alpha, self.colormap)
+            write_bytes(self.root / path, render.encode_png(drawn[None])[0])
 
 
 def _work(
@@ -336,14 +334,14 @@ def _work(
             for start in range(begin, end, job.batch_size)
         ]
         todo = sum(end - begin for _, begin, end in pending)
-        return IndexedBatches(source, plan, preprocess), len(plan), todo, len(chunks) - len(pending)
+        return IndexedBatches(source, plan, preprocess, job.overlays), len(plan), todo, len(chunks) - len(pending)
     assert isinstance(source, ShardedSource)
     mine = {f"s{j:06d}": j for j in range(ranks.rank, len(source.shards), ranks.world)}
     finished = {name.split("-")[0] for name, unit_done in done.items() if unit_done}
     pending = [j for prefix, j in mine.items() if prefix not in finished]
     done_here = {name for name in done if name.split("-")[0] in mine}
     partial = {name for name in done_here if name.split("-")[0] not in finished}
-    dataset = ShardBatches(source, pending, partial, preprocess, job.batch_size, size)
+    dataset = ShardBatches(source, pending, partial, preprocess, job.batch_size, size, job.overlays)
     sizes = source.shard_sizes()
     todo = None if sizes is None else max(0, sum(sizes[j] for j in pending) - len(partial) * size)
     return dataset, len(pending), todo, len(done_here)
@@ -446,11 +444,13 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     notes = RowWarnings(tokenizer, _context_length(explainer), show=main)
     overlays = None
     if job.overlays:
-        from open_clip import get_model_preprocess_cfg
-
-        cfg = get_model_preprocess_cfg(model)
-        mean, std = (torch.tensor(cfg.get(k, d)).view(3, 1, 1) for k, d in (("mean", OPENAI_MEAN), ("std", OPENAI_STD)))
-        overlays = Overlays(out, job.alpha, job.colormap, mean, std)
+        geometry = input_geometry(model)
+        if tuple(geometry.size) != tuple(size):
+            raise InputError(
+                f"--overlays: the preprocessing makes {size[0]}×{size[1]} inputs but the model's own is {geometry.size[0]}×"
+                f"{geometry.size[1]}; overlays on the originals need the model's own preprocessing"
+            )
+        overlays = Overlays(out, job.alpha, job.colormap, geometry)
 
     dataset, units, todo, skipped = _work(source, job, ranks, writer.completed(), preprocess)
     if main and skipped:
@@ -608,17 +608,15 @@ def _add(
 ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], int]:
     """Explain a batch's decoded images and append every sample's rows to ``buffer``.
 
-    Returns the overlays to write with ``overlays`` (``(path in the store, image pixels, raw map)``)
+    Returns the overlays to write with ``overlays`` (``(path in the store, original image, raw map)``)
     and how many of the batch's samples failed (no explained row).
     """
     draw = overlays is not None
     explained: dict[int, list[Row]] = {}
-    pixels: dict[int, np.ndarray] = {}
+    pixels = batch.originals or {}
     if batch.images is not None:
         images = batch.images.to(device, non_blocking=True)
         explained = dict(zip(batch.decoded, targets.rows(images, [batch.samples[i] for i in batch.decoded])))
-        if overlays is not None:
-            pixels = dict(zip(batch.decoded, overlays.pixels(batch.images)))
     drawings = []
     failed = 0
     for i, sample in enumerate(batch.samples):

@@ -143,6 +143,16 @@ def _check_text_layers(skeleton: Any, n_text_layers: int | None) -> None:
         raise InputError(f"--n-text-layers must be in 1..{depth} (the model's text blocks), got {n_text_layers}")
 
 
+def _check_methods(methods: list[str], options: dict[str, Any]) -> None:
+    """Refuse, before the weights load, an unknown ``--method`` or an ``--option`` one of them does not take."""
+    from ..explainer import check_option_names
+    from ..methods import get_method
+
+    for method in methods:
+        _, fn = get_method(method)
+        check_option_names(method, fn, options)
+
+
 def _run(args: argparse.Namespace) -> int:
     from .. import eval as evaluation
     from ..zeroshot import read_lines, templates
@@ -156,6 +166,8 @@ def _run(args: argparse.Namespace) -> int:
         evaluation.checkpoint_fractions(args.steps, args.eval_every)  # a bad schedule fails before the model loads
     if args.eval_command == "text-faithfulness":
         _check_text_layers(skeleton(args.model, args.pretrained), args.n_text_layers)
+    else:
+        _check_methods(args.method or ["gradeclip"], dict(args.option))
     warning = random_weights_warning(weights_source(args.model, args.pretrained, args.model_seed))
     if warning:
         print(f"gradeclip eval: {warning}", file=sys.stderr)

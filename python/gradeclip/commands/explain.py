@@ -97,7 +97,7 @@ def add_parser(subparsers: Any) -> None:
     method.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="any other method option (VALUE read as JSON, else as text); repeatable")
 
     extra = p.add_argument_group("more outputs")
-    extra.add_argument("--overlays", action="store_true", help="also write each map over its image (as the model saw it) as a PNG in DIR/overlays/")
+    extra.add_argument("--overlays", action="store_true", help="also write each map over its original image (at its own size; the border the model's crop cut away dimmed) as a PNG in DIR/overlays/")
     extra.add_argument("--alpha", type=float, default=job["alpha"], help="overlay: weight of the colour map (default: %(default)s)")
     extra.add_argument("--colormap", choices=COLORMAPS, default=job["colormap"], help="overlay colour map (default: %(default)s)")
     extra.add_argument("--text-maps", action="store_true", help="also explain each text: word importances in the index (columns words, word_importance)")

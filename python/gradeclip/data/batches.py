@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -35,6 +36,7 @@ class Batch:
     ``samples``); ``errors`` maps the others' indices to why they failed. ``first`` is
     ``samples[0]``'s position in the chunk. ``final``: the chunk's last batch; ``unit_done``: also
     the last of its unit of work (a tar shard); ``shard_error``: the shard broke off here.
+    ``originals``: when the run draws overlays, each decoded sample's image as uint8 RGB ``[H, W, 3]``.
     """
 
     chunk: str
@@ -47,6 +49,7 @@ class Batch:
     final: bool
     unit_done: bool = False
     shard_error: ShardError | None = None
+    originals: dict[int, np.ndarray] | None = None
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread (CUDA only)."""
@@ -55,9 +58,13 @@ class Batch:
         return self
 
 
-def prepare(samples: list[Sample], preprocess: Callable[[Image.Image], Tensor]) -> tuple[Tensor | None, list[int], list[tuple[int, int]], dict[int, str]]:
+def prepare(
+    samples: list[Sample], preprocess: Callable[[Image.Image], Tensor], originals: dict[int, np.ndarray] | None = None
+) -> tuple[Tensor | None, list[int], list[tuple[int, int]], dict[int, str]]:
     """Decode and preprocess ``samples``: ``(images [n_ok, 3, H, W] or None, decoded indices,
-    original (height, width) per sample (0, 0 for failures), {index: reason} for failures)``."""
+    original (height, width) per sample (0, 0 for failures), {index: reason} for failures)``.
+    With ``originals`` given, each decoded sample's image (uint8 RGB ``[H, W, 3]``) is put in it
+    under its index."""
     tensors, decoded, sizes, errors = [], [], [], {}
     for i, sample in enumerate(samples):
         sizes.append((0, 0))
@@ -76,6 +83,8 @@ def prepare(samples: list[Sample], preprocess: Callable[[Image.Image], Tensor]) 
         tensors.append(tensor)
         decoded.append(i)
         sizes[i] = (image.height, image.width)
+        if originals is not None:
+            originals[i] = np.asarray(image)
     return (torch.stack(tensors) if tensors else None), decoded, sizes, errors
 
 
@@ -84,9 +93,12 @@ def _strip(sample: Sample) -> Sample:
     return sample if sample.data is None else replace(sample, data=None)
 
 
-def _batch(chunk: str, first: int, samples: list[Sample], preprocess: Callable[[Image.Image], Tensor], final: bool, **flags: Any) -> Batch:
-    images, decoded, sizes, errors = prepare(samples, preprocess)
-    return Batch(chunk, first, [_strip(s) for s in samples], images, decoded, sizes, errors, final, **flags)
+def _batch(
+    chunk: str, first: int, samples: list[Sample], preprocess: Callable[[Image.Image], Tensor], keep: bool, final: bool, **flags: Any
+) -> Batch:
+    originals: dict[int, np.ndarray] | None = {} if keep else None
+    images, decoded, sizes, errors = prepare(samples, preprocess, originals)
+    return Batch(chunk, first, [_strip(s) for s in samples], images, decoded, sizes, errors, final, originals=originals, **flags)
 
 
 def _worker_slice(items: Sequence[Any]) -> Sequence[Any]:
@@ -96,14 +108,17 @@ def _worker_slice(items: Sequence[Any]) -> Sequence[Any]:
 
 class IndexedBatches(IterableDataset):
     """Batches of a random-access source: ``plan`` lists ``(chunk, first position, start, stop,
-    final)``; worker ``w`` of ``K`` prepares entries ``w, w+K, …`` so batches arrive in plan order."""
+    final)``; worker ``w`` of ``K`` prepares entries ``w, w+K, …`` so batches arrive in plan order.
+    ``keep_originals``: also ship each decoded image (for overlays on the originals)."""
 
-    def __init__(self, source: IndexedSource, plan: list[tuple[str, int, int, int, bool]], preprocess: Callable[[Image.Image], Tensor]):
-        self.source, self.plan, self.preprocess = source, plan, preprocess
+    def __init__(
+        self, source: IndexedSource, plan: list[tuple[str, int, int, int, bool]], preprocess: Callable[[Image.Image], Tensor], keep_originals: bool = False
+    ):
+        self.source, self.plan, self.preprocess, self.keep = source, plan, preprocess, keep_originals
 
     def __iter__(self) -> Iterator[Batch]:
         for chunk, first, start, stop, final in _worker_slice(self.plan):
-            yield _batch(chunk, first, self.source.samples(start, stop), self.preprocess, final)
+            yield _batch(chunk, first, self.source.samples(start, stop), self.preprocess, self.keep, final)
 
 
 def shard_chunk(shard: int, block: int) -> str:
@@ -113,13 +128,20 @@ def shard_chunk(shard: int, block: int) -> str:
 
 class ShardBatches(IterableDataset):
     """Batches of a tar source: worker ``w`` of ``K`` streams shards ``shards[w::K]``; chunks in
-    ``done`` are read past without decoding."""
+    ``done`` are read past without decoding. ``keep_originals`` as for :class:`IndexedBatches`."""
 
     def __init__(
-        self, source: ShardedSource, shards: list[int], done: set[str], preprocess: Callable[[Image.Image], Tensor], batch_size: int, shard_size: int
+        self,
+        source: ShardedSource,
+        shards: list[int],
+        done: set[str],
+        preprocess: Callable[[Image.Image], Tensor],
+        batch_size: int,
+        shard_size: int,
+        keep_originals: bool = False,
     ):
         self.source, self.shards, self.done, self.preprocess = source, shards, done, preprocess
-        self.batch_size, self.shard_size = batch_size, shard_size
+        self.batch_size, self.shard_size, self.keep = batch_size, shard_size, keep_originals
 
     def __iter__(self) -> Iterator[Batch]:
         for shard in _worker_slice(self.shards):
@@ -156,7 +178,7 @@ class ShardBatches(IterableDataset):
         yield self._batch(shard_chunk(shard, block), offset, [], True, unit_done=True)
 
     def _batch(self, chunk: str, first: int, samples: list[Sample], final: bool, **flags: Any) -> Batch:
-        return _batch(chunk, first, samples, self.preprocess, final, **flags)
+        return _batch(chunk, first, samples, self.preprocess, self.keep, final, **flags)
 
 
 class _Peekable:

@@ -181,9 +181,10 @@ class ImageTower(TokenTower):
         ph, pw = self.patch_size
         if not self.any_size and (height, width) != self.input_size:
             size = self.input_size
+            why = getattr(self, "fixed_size_reason", None)
             raise InputError(
-                f"{self.description} is explained at its own input size {size[0]}×{size[1]} only, got {height}×{width}; "
-                "use the model's preprocess"
+                f"{self.description} is explained at its own input size {size[0]}×{size[1]} only"
+                f"{f' ({why})' if why else ''}, got {height}×{width}; use the model's preprocess"
             )
         if self.any_size and (height % ph or width % pw):
             raise InputError(

@@ -12,8 +12,12 @@ After the explained attention come the trunk's own final norm, ``fc_norm`` and `
 open_clip's projection head when there is one. A classifier's "embedding" is its logit vector
 and the explained score is the class logit (``score="logit"``, paper §4.1.4).
 
-timm trunks are explained at their own input size (the patch grid and EVA's rotary embedding are
-fixed when the model is built); other sizes raise :class:`~gradeclip.InputError`.
+Other input sizes (``resolution="native"``, SPEC §4): a class-token ``VisionTransformer`` with a
+plain ``PatchEmbed`` and learned absolute position embeddings takes any multiple of its patch size,
+its grid's position embedding resized bicubically (:func:`~gradeclip.towers.base.resize_positions`,
+as the other towers). Others are explained at their own input size only, and another size raises
+:class:`~gradeclip.InputError` saying why (EVA's rotary embedding is built for one grid; a map-head
+trunk runs as timm's own ``forward_features``, which checks the size).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
-from .base import ImageTower, TokenBatch
+from .base import ImageTower, TokenBatch, resize_positions
 from .timm_blocks import AttentionPoolLatentAdapter, TimmBlockAdapter
 
 
@@ -114,7 +118,22 @@ class TimmViT(ImageTower):
         self.model_grid: tuple[int, int] = tuple(embed.grid_size)  # type: ignore[assignment]
         self._input_size: tuple[int, int] = tuple(embed.img_size)  # type: ignore[assignment]
         self.patch_size = (self._input_size[0] // self.model_grid[0], self._input_size[1] // self.model_grid[1])
-        self.any_size = False
+        self.fixed_size_reason = self._fixed_size_reason()
+        self.any_size = self.fixed_size_reason is None
+
+    def _fixed_size_reason(self) -> str | None:
+        """Why the trunk takes its own input size only (None: any multiple of the patch size)."""
+        t = self.trunk
+        embed = t.patch_embed
+        if self.pooler is not None:
+            return "its attention-pool head runs as timm's forward_features, which is built for one input size"
+        if getattr(t, "rope", None) is not None:
+            return "its rotary position embedding is built for one patch grid"
+        if type(embed).__name__ != "PatchEmbed" or not getattr(embed, "flatten", False) or getattr(embed, "dynamic_img_pad", False):
+            return f"its {type(embed).__name__} stem is not a plain patch embedding"
+        if getattr(t, "pos_embed", None) is None:
+            return "it has no learned position embedding to resize"
+        return None
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -130,12 +149,36 @@ class TimmViT(ImageTower):
             if self.strip_prefix:
                 x = x[:, self.prefix :]
             return TokenBatch(x, None, None, torch.arange(x.shape[1] - n, x.shape[1], device=x.device), None, self.model_grid)
-        x = t._pos_embed(t.patch_embed(images))
+        grid = self.model_grid
+        if tuple(images.shape[-2:]) == self._input_size:
+            x = t._pos_embed(t.patch_embed(images))
+        else:
+            x, grid = self._positioned(images)
         if isinstance(x, tuple):  # Eva returns (tokens, rotary embedding); the block adapters hold the latter
             x = x[0]
         x = t.norm_pre(x)
+        n = grid[0] * grid[1]
         query = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        return TokenBatch(x, None, query, torch.arange(self.prefix, self.prefix + n, device=x.device), None, self.model_grid)
+        return TokenBatch(x, None, query, torch.arange(self.prefix, self.prefix + n, device=x.device), None, grid)
+
+    def _positioned(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """timm's ``patch_embed`` + ``_pos_embed`` at another input size: the patch tokens of
+        ``images``, the prefix tokens (class, registers), and the position embedding with its grid
+        part resized to the new grid. Returns ``(tokens [B, prefix + h·w, D], (h, w))``."""
+        t = self.trunk
+        x = t.patch_embed.proj(images)
+        grid = (int(x.shape[-2]), int(x.shape[-1]))
+        x = t.patch_embed.norm(x.flatten(2).transpose(1, 2))
+        pos = t.pos_embed[0]
+        embeds_prefix = not getattr(t, "no_embed_class", False)
+        prefix_pos, grid_pos = (pos[: self.prefix], pos[self.prefix :]) if embeds_prefix else (pos[:0], pos)
+        grid_pos = resize_positions(grid_pos, self.model_grid, grid)
+        prefix = [tok.expand(x.shape[0], -1, -1) for tok in (t.cls_token, getattr(t, "reg_token", None)) if tok is not None]
+        if embeds_prefix:
+            x = torch.cat([*prefix, x], dim=1) + torch.cat([prefix_pos, grid_pos])
+        else:
+            x = torch.cat([*prefix, x + grid_pos], dim=1)
+        return t.pos_drop(x), grid
 
     def _after_pool(self, pooled: Tensor) -> Tensor:
         t = self.trunk
