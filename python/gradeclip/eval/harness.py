@@ -23,16 +23,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..compat import check_compat, eval_form
 from ..errors import InputError
 from ..explainer import Explainer, default_text_layers, evaluation_mode
-from ..preprocessing import OPENAI_MEAN, OPENAI_STD, native_preprocess
+from ..preprocessing import OPENAI_MEAN, OPENAI_STD, authors_cap, native_preprocess
 from ..render import upsample
 from ..data import Sample, load_image, load_mask
 from .datasets import CaptionTable, ImageFolder, MaskFolder
 from .metrics import LOCALIZATION_METRICS, localization_metrics
+from .pixel_order import ordered_heat
 from .perturbation import (
     MODES,
     checkpoint_fractions,
@@ -355,6 +358,7 @@ class _Explaining:
         resolution: str,
         max_short_side: int | None,
         batch: int,
+        native_geometry: str = "gradeclip",
     ):
         self.model = model
         # the tokenizer encodes methods' text options, e.g. CLIP Surgery's empty-prompt redundant
@@ -366,6 +370,7 @@ class _Explaining:
         self.resolution = resolution
         self.max_short_side = max_short_side
         self.batch = batch
+        self.native_geometry = native_geometry
 
     def maps(self, images: list[np.ndarray], texts: Tensor, text_ids: Sequence[int]) -> list[np.ndarray]:
         """One float32 map per image at that image's size, explaining image ``b`` for ``texts[b]``.
@@ -377,7 +382,7 @@ class _Explaining:
         grids: list[np.ndarray] = []
         if self.resolution == "native":
             for image, text in zip(images, texts):
-                x = native_preprocess(image, self.model, self.max_short_side)[None]
+                x = native_preprocess(image, self.model, self.max_short_side, geometry=self.native_geometry)[None]
                 res = self.explainer.explain_image(x, text[None], method=self.method, **self.options)
                 grids.append(res.maps[0, 0].detach().float().cpu().numpy())
         else:
@@ -423,8 +428,10 @@ def deletion_insertion(
     steps: int = 100,
     eval_every: int = 10,
     seed: int = 0,
-    resolution: str = "model",
+    resolution: str | None = None,
     max_short_side: int | None = None,
+    compat: str | None = None,
+    pixel_order: str | None = None,
     batch_size: int = 64,
     chunk_size: int = 16,
     explain_batch_size: int = 8,
@@ -457,6 +464,12 @@ def deletion_insertion(
             sees it) or ``"native"`` (explain at the image's own size, perturb the original image,
             score its model-ready view).
         max_short_side: cap for ``resolution="native"``.
+        compat: ``"authors"``: their ``imagenet_eval_deletion.py`` (SPEC §12, ``docs/reproduce.md``):
+            ``qk_space="out_proj"``, native resolution in their geometry (the image capped at 640 px
+            by ``int()`` truncation and explained at ``int(x/p + 0.5)·p``; maps, perturbation and
+            scores on the capped image) and ``pixel_order="argsort"``; values given explicitly
+            win. ``method="gradeclip"`` only.
+        pixel_order: ``"stable"`` (default: SPEC §7) or ``"argsort"`` (:mod:`gradeclip.eval.pixel_order`).
         batch_size: images per scoring forward (checkpoints of several images are batched together).
         chunk_size: images prepared at once (memory: ``chunk_size · K · 3 · S² · 4`` bytes per mode).
         explain_batch_size: images per explainer call (``resolution="model"``).
@@ -470,7 +483,10 @@ def deletion_insertion(
     Returns:
         :class:`~gradeclip.eval.report.FaithfulnessResult`.
     """
-    options = _check_common(method, options, resolution, chunk_size, explain_batch_size)
+    form = eval_form(compat, method, options, resolution, max_short_side, pixel_order)
+    ordered_heat(np.zeros((1, 1), np.float32), form.pixel_order)  # an unknown order fails before any work
+    resolution, max_short_side = form.resolution, form.max_short_side
+    options = _check_common(method, form.options, resolution, chunk_size, explain_batch_size)
     if target not in TARGETS:
         raise InputError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     target = TARGETS[target]
@@ -524,13 +540,14 @@ def deletion_insertion(
         "std": geometry.std,
         "map_upsampling": UPSAMPLING,
         "gradeclip": _version(),
+        **form.settings(),
     }
     name = name or default_name(settings)
-    explaining = _Explaining(model, tokenizer, method, options, geometry, resolution, max_short_side, explain_batch_size)
+    explaining = _Explaining(model, tokenizer, method, options, geometry, resolution, max_short_side, explain_batch_size, form.geometry)
 
     def evaluate(chunk: Sequence[Sample]) -> list[dict[str, Any]]:
         return _faithfulness_chunk(
-            chunk, model, scorer, explaining, geometry, target, modes, steps, eval_every, seed, batch_size, clock
+            chunk, model, scorer, explaining, geometry, target, modes, steps, eval_every, seed, batch_size, clock, form.pixel_order
         )
 
     records, journal = _resumable(
@@ -575,13 +592,20 @@ def _faithfulness_chunk(
     seed: int,
     batch_size: int,
     clock: Stopwatch,
+    pixel_order: str = "stable",
 ) -> list[dict[str, Any]]:
     """Evaluate one chunk of images; returns one record per image (index, key, target, hits)."""
     g = geometry
     with clock("load"):
         originals = _load_images([s.path for s in chunk])
     with clock("preprocess"):
-        images = list(resize_center_crop(originals, g.size)) if explaining.resolution == "model" else originals
+        if explaining.resolution == "model":
+            images = list(resize_center_crop(originals, g.size))
+        elif explaining.native_geometry == "authors" and explaining.max_short_side is not None:
+            cap = explaining.max_short_side  # their scripts cap first; maps, perturbation and scores use the capped image
+            images = [np.asarray(authors_cap(Image.fromarray(o), cap)) for o in originals]
+        else:
+            images = originals
     if isinstance(scorer, RetrievalScorer):
         targets = [s.index for s in chunk]
     elif target == "ground_truth":
@@ -592,7 +616,7 @@ def _faithfulness_chunk(
         with clock("score"):
             targets = scorer.predict(encode_images(model, clean, batch_size))
     with clock("explain"):
-        maps = explaining.maps(images, scorer.text_embeddings(targets), targets)
+        maps = [ordered_heat(m, pixel_order) for m in explaining.maps(images, scorer.text_embeddings(targets), targets)]
     k = steps // eval_every + 1
     hits: dict[str, np.ndarray] = {}
     for mode in modes:
@@ -640,8 +664,9 @@ def localization(
     text: str | None = None,
     class_names: Sequence[str] | None = None,
     templates: Sequence[Callable[[str], str] | str] | None = None,
-    resolution: str = "model",
+    resolution: str | None = None,
     max_short_side: int | None = None,
+    compat: str | None = None,
     chunk_size: int = 16,
     explain_batch_size: int = 8,
     limit: int | None = None,
@@ -660,12 +685,16 @@ def localization(
     Images whose mask has no object pixel left are skipped (listed in ``skipped``).
 
     Args: as for :func:`deletion_insertion`; ``class_names`` defaults to the folder's class names
-    (or ``open_clip.IMAGENET_CLASSNAMES`` for 1000 classes).
+    (or ``open_clip.IMAGENET_CLASSNAMES`` for 1000 classes). With ``compat="authors"`` the maps are
+    theirs (``qk_space="out_proj"``, explained in their native geometry) and upsampled to the
+    original mask.
 
     Returns:
         :class:`~gradeclip.eval.report.LocalizationResult`.
     """
-    options = _check_common(method, options, resolution, chunk_size, explain_batch_size)
+    form = eval_form(compat, method, options, resolution, max_short_side)
+    resolution, max_short_side = form.resolution, form.max_short_side
+    options = _check_common(method, form.options, resolution, chunk_size, explain_batch_size)
     if not isinstance(dataset, MaskFolder):
         raise InputError(f"dataset must be a MaskFolder, got {type(dataset).__name__}")
     geometry = Geometry.of(model)
@@ -704,9 +733,10 @@ def localization(
         "map_normalisation": "min-max per map (constant map -> zeros)",
         "foreground": "h > mean(h)",
         "gradeclip": _version(),
+        **{k: v for k, v in form.settings().items() if k != "pixel_order"},
     }
     name = name or default_name(settings)
-    explaining = _Explaining(model, tokenizer, method, options, geometry, resolution, max_short_side, explain_batch_size)
+    explaining = _Explaining(model, tokenizer, method, options, geometry, resolution, max_short_side, explain_batch_size, form.geometry)
 
     def evaluate(chunk: Sequence[Sample]) -> list[dict[str, Any]]:
         return _localization_chunk(chunk, dataset.mask_format, explaining, embed, geometry, clock)
@@ -804,6 +834,7 @@ def text_deletion_insertion(
     tokenizer: Callable[[list[str]], Tensor],
     n_text_layers: int | None = None,
     heads: str = "single",
+    compat: str | None = None,
     modes: Sequence[str] = MODES,
     steps: int = 5,
     batch_size: int = 64,
@@ -825,6 +856,7 @@ def text_deletion_insertion(
         model, dataset, tokenizer: the model, a :class:`CaptionTable` and the model's tokenizer
             (open_clip's ``SimpleTokenizer``, which the textual explanation needs).
         n_text_layers, heads: options of :meth:`gradeclip.Explainer.explain_text` (None: ``min(8, depth)``).
+        compat: ``"authors"``: the authors' released textual form (SPEC §3 (a), (b), §12).
         modes, steps: which curves, and how many words (default 5, as in the paper).
         Other arguments as for :func:`deletion_insertion`.
     """
@@ -836,6 +868,7 @@ def text_deletion_insertion(
     if not isinstance(dataset, CaptionTable):
         raise InputError(f"dataset must be a CaptionTable, got {type(dataset).__name__}")
     _check_common("gradeclip", None, "model", chunk_size, 1)
+    check_compat(compat)
     geometry = Geometry.of(model)
     samples = list(dataset)[: limit if limit is not None else None]
     if not samples:
@@ -850,7 +883,7 @@ def text_deletion_insertion(
         "task": "text_faithfulness",
         "model": _describe_model(model, model_name),
         "method": "gradeclip",
-        "options": {"n_text_layers": n_text_layers, "heads": heads},
+        "options": {"n_text_layers": n_text_layers, "heads": heads, **({} if compat is None else {"compat": compat})},
         "target": "ground_truth",
         **scorer.describe(),
         "dataset": dataset.describe(),
@@ -878,6 +911,7 @@ def text_deletion_insertion(
                     [s.caption or "" for s in rows],
                     n_layers=n_text_layers,
                     heads=heads,
+                    compat=compat,
                 )
                 for t, s in enumerate(rows):
                     importance = [w for _, w in exp.words(0, t)]
