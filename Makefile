@@ -9,6 +9,7 @@ PYTHON ?= python3
 # metrics, the explain command, rendering against torch, the shipped model's recorded figures.
 NUMERICS_TESTS = \
 	tests/test_baselines.py \
+	tests/test_eval_families.py \
 	tests/test_eval_harness.py \
 	tests/test_eval_metrics.py \
 	tests/test_eval_perturbation.py \

@@ -56,7 +56,7 @@ def argsort_ranks(heat: np.ndarray) -> np.ndarray:
 
 
 def test_authors_deletion_insertion_equals_their_loop(photo_root, model, tokenizer, preprocess, monkeypatch):  # noqa: F811
-    import gradeclip.eval.harness as harness
+    import gradeclip.eval.faithfulness as faithfulness
 
     dataset = ev.ImageFolder(photo_root / "images")
     names = dataset.class_names + DISTRACTORS
@@ -67,7 +67,7 @@ def test_authors_deletion_insertion_equals_their_loop(photo_root, model, tokeniz
         calls.append((list(images), list(maps)))
         return ev.perturbation_steps(images, maps, *args, **kwargs)
 
-    monkeypatch.setattr(harness, "perturbation_steps", recording)
+    monkeypatch.setattr(faithfulness, "perturbation_steps", recording)
     result = ev.deletion_insertion(model, dataset, compat="authors", max_short_side=CAP, chunk_size=2, **common)
     settings = result.settings
     assert settings["options"] == {"qk_space": "out_proj"} and settings["resolution"] == "native"

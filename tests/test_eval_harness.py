@@ -369,7 +369,7 @@ def test_clip_surgery_with_one_text_per_batch_uses_the_empty_prompt(photo_root, 
 
 
 def test_interrupted_run_resumes_to_the_same_result(photo_root, model, tokenizer, tmp_path, monkeypatch):
-    from gradeclip.eval import harness
+    from gradeclip.eval import faithfulness
 
     dataset = ev.ImageFolder(photo_root / "images")
     kwargs = {
@@ -383,7 +383,7 @@ def test_interrupted_run_resumes_to_the_same_result(photo_root, model, tokenizer
         "name": "run",
     }
     full = ev.deletion_insertion(model, dataset, **{**kwargs, "out_dir": tmp_path / "full"})
-    original = harness._faithfulness_chunk
+    original = faithfulness._chunk
     calls = []
     fail_on_call = [2]
 
@@ -396,7 +396,7 @@ def test_interrupted_run_resumes_to_the_same_result(photo_root, model, tokenizer
             raise Stop
         return original(chunk, *args)
 
-    monkeypatch.setattr(harness, "_faithfulness_chunk", failing)
+    monkeypatch.setattr(faithfulness, "_chunk", failing)
     with pytest.raises(Stop):
         ev.deletion_insertion(model, dataset, **kwargs)
     journal = tmp_path / "run.partial.jsonl"
@@ -512,16 +512,16 @@ def test_text_deletion_insertion_equals_a_slow_loop(photo_root, model, tokenizer
 
 
 def test_native_resolution_perturbs_the_original_image(photo_root, model, tokenizer, monkeypatch):
-    import gradeclip.eval.harness as harness
+    import gradeclip.eval.faithfulness as faithfulness
 
     seen_sizes = []
-    original = harness.perturbation_steps
+    original = faithfulness.perturbation_steps
 
     def spy(images, maps, *args, **kwargs):
         seen_sizes.extend(image.shape[:2] for image in images)
         return original(images, maps, *args, **kwargs)
 
-    monkeypatch.setattr(harness, "perturbation_steps", spy)
+    monkeypatch.setattr(faithfulness, "perturbation_steps", spy)
     dataset = ev.ImageFolder(photo_root / "images")
     result = ev.deletion_insertion(
         model,

@@ -195,3 +195,25 @@ def test_geometry_matches_pillow_on_odd_sizes(h, w, openclip_preprocess):
         assert np.abs(crop.astype(int) - ref.pillow_geometry(image, size).astype(int)).max() <= 1
         ready = ev.model_ready(image, size, MEAN, STD)[0]
         assert np.abs(ready - ref.pillow_model_input(image, openclip_preprocess(size))).max() <= ONE_LEVEL + 1e-6
+
+
+@pytest.mark.parametrize("h,w", [(97, 61), (61, 97), (224, 500), (225, 224), (31, 31)])
+def test_model_input_says_where_torchvision_crops(h, w):
+    """``model_input``'s mapping locates the model input in the original: Pillow's resize to
+    ``resized`` cut at ``offset`` is exactly torchvision's Resize + CenterCrop."""
+    from gradeclip.preprocessing import Geometry, model_input
+    from PIL import Image
+    from torchvision.transforms import CenterCrop, InterpolationMode, Resize
+
+    image = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    for size in (24, 32):
+        pixels, mapping = model_input(image, Geometry(size, MEAN, STD))
+        pil = Image.fromarray(image)
+        expected = np.asarray(CenterCrop(size)(Resize(size, interpolation=InterpolationMode.BICUBIC)(pil)))
+        resized = np.asarray(pil.resize(mapping.resized[::-1], Image.Resampling.BICUBIC))
+        top, left = mapping.offset
+        np.testing.assert_array_equal(resized[top : top + size, left : left + size], expected)
+        bottom, right = mapping.box()[2:]
+        assert mapping.original == (h, w) and bottom <= h + 1e-9 and right <= w + 1e-9
+        assert pixels.shape == (1, 3, size, size)
+        np.testing.assert_array_equal(pixels.numpy(), ev.model_ready(image, size, MEAN, STD))

@@ -141,7 +141,7 @@ def test_folder_pairs_match_the_explainer(tmp_path, model_dir, loaded, photos):
         values = frame.iloc[row]
         assert values["text"] == f"a photo of a {Path(values['key']).stem}"
         ref = direct(loaded, values["path"], [values["text"]])
-        assert (values["height"], values["width"]) == (4, 4)
+        assert (values["height"], values["width"]) == (4, 4) and (values["input_height"], values["input_width"]) == (32, 32)
         assert_map_close(store.map(row), ref.maps[0, 0])
         assert values["score"] == pytest.approx(ref.scores[0, 0].item(), abs=1e-5)
         model, preprocess, tokenizer = loaded
@@ -483,3 +483,57 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, model_dir, photos):
     assert reference[0] == resumed[0]
     np.testing.assert_allclose(reference[1], resumed[1], atol=1e-5)
     np.testing.assert_allclose(reference[2], resumed[2], rtol=2e-3, atol=1e-6)
+
+
+def test_native_resolution_matches_the_api_per_image(tmp_path, model_dir, loaded):
+    """``--resolution native``: images of several sizes in one batch are explained in groups of one
+    input size; each row's map, score, input size and overlay are the API's
+    ``explain_image(path, resolution="native", max_short_side=...)`` for that image alone."""
+    import skimage.data as sd
+
+    photo = sd.astronaut()
+    folder = tmp_path / "sizes"
+    folder.mkdir()
+    # native sizes (patch 8, short side capped at 48): 40×56, 40×56, 64×48, 48×72, 32×88
+    for name, (h, w) in {"a": (40, 57), "b": (41, 55), "c": (66, 47), "d": (100, 150), "e": (33, 90)}.items():
+        Image.fromarray(photo[:h * 3:3, 100 : 100 + w * 2 : 2]).save(folder / f"{name}.png")
+    out = tmp_path / "store"
+    texts = ["a photo of an astronaut", "a red flag"]
+    args = ["--model", str(model_dir), "--data", str(folder), "--out", str(out), "--texts", *texts, "--batch-size", "4", "--workers", "1"]
+    assert run_cli(*args, "--resolution", "native", "--max-short-side", "48", "--overlays") == 0
+    store = gradeclip.Store(out)
+    frame = store.to_pandas()
+    assert str(frame["input_height"].dtype) == "Int64" and (frame["status"] == "ok").all() and len(frame) == 10
+    assert store.manifest["config"]["resolution"] == "native" and store.manifest["config"]["max_short_side"] == 48
+    model, _, tokenizer = loaded
+    explainer = gradeclip.Explainer(model, tokenizer)
+    sizes = set()
+    for row in range(len(frame)):
+        values = frame.iloc[row]
+        ref = explainer.explain_image(values["path"], [values["text"]], resolution="native", max_short_side=48)
+        mapping = ref.inputs[0].mapping
+        sizes.add(mapping.input_size)
+        assert (values["input_height"], values["input_width"]) == mapping.input_size
+        assert_map_close(store.map(row), ref.maps[0, 0])
+        assert store.upsampled(row).shape == mapping.input_size
+        assert values["score"] == pytest.approx(ref.scores[0, 0].item(), abs=1e-5)
+        original = np.asarray(decode_image(Path(values["path"]).read_bytes()))
+        with Image.open(out / values["overlay"]) as drawn:
+            np.testing.assert_array_equal(np.asarray(drawn), overlay_original(original, store.map(row), mapping))
+    assert sizes == {(40, 56), (64, 48), (48, 72), (32, 88)}
+
+
+def test_native_resolution_refusals(tmp_path, model_dir, photos, capsys):
+    """A tower fixed to its input size is refused naming --resolution and why; --max-short-side
+    without --resolution native is refused before anything loads."""
+    import open_clip
+    from tiny_models import tiny_eva02
+
+    assert run_cli("--model", str(model_dir), "--data", str(photos), "--out", str(tmp_path / "s1"), "--max-short-side", "64") == 2
+    assert "max_short_side (--max-short-side) caps native-resolution inputs" in capsys.readouterr().err
+    assert not (tmp_path / "s1").exists()
+    loaded = (tiny_eva02(), open_clip.image_transform(32, is_train=False), open_clip.get_tokenizer("ViT-B-32"))
+    job = ExplainJob(model="eva", data=str(photos), out=str(tmp_path / "s2"), texts=["a cat"], resolution="native", workers=0, progress=False)
+    with pytest.raises(gradeclip.UnsupportedModelError, match=r"--resolution native: .* only its own input size 32×32 \(its rotary position embedding.*use --resolution model"):
+        gradeclip.explain_dataset(job, loaded=loaded)
+    assert not (tmp_path / "s2").exists()

@@ -172,3 +172,16 @@ def test_cli_runs_and_reports(pairs, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["steps"] == 1
     code = main(["finetune", "--model", "gradeclip-synth", "--data", str(pairs), "--out", str(tmp_path / "o2"), "--batch-size", "3", "--accumulate", "2", "--device", "cpu"])
     assert code == 2 and "--batch-size 3" in capsys.readouterr().err
+
+
+def test_a_users_phrase_column_replaces_extraction(tmp_path):
+    from PIL import Image
+
+    for name, colour in (("a.png", (200, 10, 10)), ("b.png", (10, 10, 200))):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / name)
+    rows = ["image,caption,phrases", "a.png,whatever the caption says,red thing; big square ;red thing", "b.png,a blue circle,"]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    source = open_source(tmp_path / "t.csv", label_column="phrases")
+    record = finetune("gradeclip-synth", source, tmp_path / "out", _config(steps=1, batch_size=2, phrase_column=True), device="cpu", progress=False)
+    # two distinct phrases from the column for a.png, none for b.png (its caption's "blue circle" is not extracted)
+    assert record["curve"][0]["regions"] == 2

@@ -76,6 +76,7 @@ def store_rows(root: Path) -> tuple[list[tuple], np.ndarray]:
 # bug 1: random weights are the same in every process and every run
 
 
+@pytest.mark.slow  # three ViT-S-32 loads
 def test_random_weights_are_seeded_and_leave_the_callers_rng_alone():
     torch.manual_seed(123)
     expected_next = torch.rand(3)
@@ -130,6 +131,7 @@ def test_ranks_with_different_models_are_refused(monkeypatch, tmp_path, images):
 # bug 2: no false "random weights" warnings
 
 
+@pytest.mark.slow  # a ViT-S-32 load and its checkpoint
 def test_shipped_and_file_weights_are_not_called_random(tmp_path, images, capsys, caplog):
     assert explain("--model", "gradeclip-synth", "--data", str(images), "--texts", "a photo", "--out", str(tmp_path / "s")) == 0
     assert "random" not in capsys.readouterr().err
@@ -176,6 +178,7 @@ def test_explain_image_warns_about_truncation_like_explain_text():
 # bug 6: defaults that fit the model, errors that name the flag
 
 
+@pytest.mark.slow  # a dataset run and a text-faithfulness run
 def test_text_layers_default_to_what_the_model_has(tmp_path, images, capsys):
     model, _, tokenizer = gradeclip.load("gradeclip-synth")  # 3 text blocks
     explainer = gradeclip.Explainer(model, tokenizer)

@@ -25,7 +25,7 @@ def fill(writer: StoreWriter, rng: np.random.Generator) -> dict[tuple[str, int],
                 continue
             grid = rng.random(shape).astype(np.float32) * 3
             written[(chunk.name, position)] = grid.astype(np.float16).astype(np.float32)
-            chunk.add(key=f"k{c}{position}", path="p", position=position, map=grid.astype(np.float16), text="t", score=0.5, model_score=0.25)
+            chunk.add(key=f"k{c}{position}", path="p", position=position, map=grid.astype(np.float16), text="t", score=0.5, model_score=0.25, input_height=24, input_width=40)
         writer.commit(chunk, unit_done=False)
     return written
 
@@ -87,7 +87,7 @@ def test_upsampled_matches_reference(tmp_path):
     writer.merge({})
     store = Store(tmp_path / "s")
     raw = store.upsampled(0, normalize=False)
-    assert raw.shape == (24, 40)  # the explained input's size by default
+    assert raw.shape == (24, 40)  # the row's input size by default
     np.testing.assert_allclose(raw, bilinear_reference(written[("c0000000", 0)], 24, 40), rtol=1e-5, atol=1e-6)
     up = store.upsampled(3, (13, 9))
     ref = bilinear_reference(written[("c0000001", 0)], 13, 9)

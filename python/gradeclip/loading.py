@@ -270,8 +270,9 @@ def skeleton(name: str, pretrained: str | os.PathLike[str] | None = None) -> nn.
     """The architecture ``name`` on the meta device: its modules and shapes, no values, no memory,
     built in well under a second (a real ViT-B/16 takes seconds to initialise, a checkpoint longer
     to read), so that settings can be checked against it before the weights load. None for an
-    ``hf-hub:`` name, whose configuration lives on the hub. Raises :class:`ModelLoadError` for an
-    unknown architecture."""
+    ``hf-hub:`` name or a Hugging Face model, whose configuration lives on the hub, and for an
+    architecture that cannot be built without the network or its weights. Raises
+    :class:`ModelLoadError` for an unknown architecture."""
     import open_clip
 
     from .hf_loading import is_hf_name
@@ -286,10 +287,10 @@ def skeleton(name: str, pretrained: str | os.PathLike[str] | None = None) -> nn.
             return build_model(config)
     _check_name(name)
     try:
-        with torch.device("meta"), _without_random_notice():
+        with torch.device("meta"), _without_random_notice(), _hub_offline():
             return open_clip.create_model(name, load_weights=False, device="meta")
-    except Exception as exc:
-        raise ModelLoadError(f"could not build the architecture {name}: {exc}") from exc
+    except Exception:  # e.g. a Hugging Face text tower whose config is not cached: loading will tell
+        return None
 
 
 def load(

@@ -53,7 +53,8 @@ from .errors import GradeclipError, InputError, ModelLoadError, StoreError, Unsu
 from .explainer import Explainer, check_option_names
 from .files import write_bytes
 from .hf_loading import is_hf_name
-from .image_inputs import ImageGeometry, geometry_mapping, input_geometry, overlay_original
+from .image_inputs import overlay_original
+from .preprocessing import RESOLUTIONS, InputPreparation
 from .loading import PRECISIONS, ModelIdentity, load, model_identity, random_weights_warning, skeleton, weights_source
 from .store import INDEX, MANIFEST, OVERLAYS, PARTS, ChunkBuffer, StoreWriter, read_manifest
 from .targets import Row, Targets
@@ -85,8 +86,14 @@ class ExplainJob:
         method, options: the explanation method and its options (:meth:`Explainer.explain_image`).
         compat: ``"authors"``: Grad-ECLIP's maps and text maps in the authors' released form
             (SPEC §12: ``qk_space="out_proj"``; ``lambda_keys="context"``, ``relu="after_sum"``),
-            options given explicitly winning. The store holds one input size, so images are
-            explained at the model's preprocess, not at the authors' native resolution.
+            options given explicitly winning (the images at ``resolution``, not in the
+            authors' own two-resize native geometry).
+        resolution: ``"model"`` (the model's own preprocess) or ``"native"``: each image at about
+            its own size, sides rounded to patch multiples (SPEC §4,
+            :class:`gradeclip.preprocessing.InputPreparation`); a batch's images are explained in
+            groups of one input size, and each row records its input size
+            (``input_height``, ``input_width``). ``max_short_side``: with ``"native"``, the cap on
+            the shorter side.
         format, image_column, caption_column, label_column, key_column, images_root: how to read ``data``.
         overlays: also write each map over its image as a PNG (SPEC §9), with ``alpha`` and
             ``colormap`` (``jet``, ``viridis``, ``turbo``), on the original image at its own size
@@ -119,6 +126,8 @@ class ExplainJob:
     method: str = "gradeclip"
     options: dict[str, Any] = field(default_factory=dict)
     compat: str | None = None
+    resolution: str = "model"
+    max_short_side: int | None = None
     format: str = "auto"
     image_column: str | None = None
     caption_column: str | None = None
@@ -164,6 +173,13 @@ class ExplainJob:
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         check_compat(self.compat)
+        if self.resolution not in RESOLUTIONS:
+            raise InputError(f"resolution (--resolution) must be one of {', '.join(RESOLUTIONS)}, got {self.resolution!r}")
+        if self.max_short_side is not None:
+            if self.resolution != "native":
+                raise InputError("max_short_side (--max-short-side) caps native-resolution inputs: give it with resolution 'native' (--resolution native)")
+            if isinstance(self.max_short_side, bool) or not isinstance(self.max_short_side, int) or self.max_short_side < 1:
+                raise InputError(f"max_short_side (--max-short-side) must be a positive integer, got {self.max_short_side!r}")
         if self.compat is not None and self.method != "gradeclip":
             raise InputError(f"compat={self.compat!r} sets Grad-ECLIP's options; method {self.method!r} has none of them")
         if self.text_maps and self.mode == "zeroshot":
@@ -263,6 +279,8 @@ def _config(job: ExplainJob, source: Source, size: tuple[int, int] | None, ident
         "templates": job.templates,
         "top_k": job.top_k if job.mode == "zeroshot" else None,
         "input": source.fingerprint(),
+        "resolution": job.resolution,
+        "max_short_side": job.max_short_side,
         "input_size": None if size is None else list(size),
         "shard_size": job.shard_size,
         "overlays": {"alpha": job.alpha, "colormap": job.colormap} if job.overlays else None,
@@ -299,13 +317,13 @@ def _finished(out: Path, config: dict[str, Any]) -> dict[str, int] | None:
 class Overlays:
     """Writes overlay PNGs (SPEC §9): each map over its original image at the image's own size, the
     border the model's centre crop cut away dimmed (:func:`gradeclip.image_inputs.overlay_original`,
-    the function behind :meth:`ImageExplanation.overlay`). ``geometry``: the model's preprocessing,
-    which says how each original was mapped to the model input."""
+    the function behind :meth:`ImageExplanation.overlay`). ``inputs``: how each original was
+    mapped to the model input."""
 
     root: Path
     alpha: float
     colormap: str
-    geometry: ImageGeometry
+    inputs: InputPreparation
 
     def save(self, tasks: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
         """Write ``(path relative to the store, original image [H, W, 3] uint8, raw map [h, w])`` overlays."""
@@ -314,7 +332,7 @@ class Overlays:
         for folder in {(self.root / path).parent for path, _, _ in tasks}:
             folder.mkdir(parents=True, exist_ok=True)
         for path, image, grid in tasks:
-            mapping = geometry_mapping(self.geometry, *image.shape[:2])
+            mapping = self.inputs.mapping(*image.shape[:2])
             drawn = overlay_original(image, grid.astype(np.float32), mapping, self.alpha, self.colormap)
             write_bytes(self.root / path, render.encode_png(drawn[None])[0])
 
@@ -417,7 +435,10 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     model, preprocess, tokenizer = loaded
     identity = model_identity(model)
     explainer = Explainer(model, tokenizer)
-    size = input_size(preprocess)
+    _check_resolution(explainer, job)
+    size = None if job.resolution == "native" else input_size(preprocess)
+    if job.resolution == "native":  # workers prepare the images as the Explainer's own inputs
+        preprocess = InputPreparation.of(model, "native", job.max_short_side)
     config = _config(job, source, size, identity)
     _same_everywhere(ranks, source, config)
     writer = StoreWriter(out)
@@ -425,7 +446,7 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
 
     if main:
         try:
-            _dry_run(explainer, job, size, ranks.device)
+            _dry_run(explainer, job, size or explainer.image_tower.input_size, ranks.device)
             writer.prepare(config, overwrite=job.overwrite, extra=extra)
             if writer.load_texts() is None:  # kept from an interrupted run otherwise
                 bank = _text_bank(job, explainer, job.progress)
@@ -444,13 +465,14 @@ def _run(job: ExplainJob, ranks: Ranks, loaded: tuple[Any, Any, Any] | None) -> 
     notes = RowWarnings(tokenizer, _context_length(explainer), show=main)
     overlays = None
     if job.overlays:
-        geometry = input_geometry(model)
-        if tuple(geometry.size) != tuple(size):
+        preparation = preprocess if isinstance(preprocess, InputPreparation) else InputPreparation.of(model)
+        own = preparation.geometry.size
+        if size is not None and tuple(own) != tuple(size):
             raise InputError(
-                f"--overlays: the preprocessing makes {size[0]}×{size[1]} inputs but the model's own is {geometry.size[0]}×"
-                f"{geometry.size[1]}; overlays on the originals need the model's own preprocessing"
+                f"--overlays: the preprocessing makes {size[0]}×{size[1]} inputs but the model's own is {own[0]}×"
+                f"{own[1]}; overlays on the originals need the model's own preprocessing"
             )
-        overlays = Overlays(out, job.alpha, job.colormap, geometry)
+        overlays = Overlays(out, job.alpha, job.colormap, preparation)
 
     dataset, units, todo, skipped = _work(source, job, ranks, writer.completed(), preprocess)
     if main and skipped:
@@ -538,18 +560,30 @@ def _preflight(job: ExplainJob) -> None:
     model = skeleton(job.model, job.pretrained)
     if model is None:
         return
-    explainer = Explainer(model)
-    tower = explainer.image_tower
-    if job.text_maps:
-        _check_text_layers(explainer, job)
-    blank = torch.zeros(1, 3, *tower.input_size, device="meta")
-    targets = torch.zeros(1, tower.embed_dim, device="meta")
     try:
+        explainer = Explainer(model)
+        tower = explainer.image_tower
+        _check_resolution(explainer, job)
+        if job.text_maps:
+            _check_text_layers(explainer, job)
+        blank = torch.zeros(1, 3, *tower.input_size, device="meta")
+        targets = torch.zeros(1, tower.embed_dim, device="meta")
         explainer._explain_targets(blank, targets, job.method, _image_options(job))
     except GradeclipError:
         raise
     except Exception:  # an operation with values, which the meta device does not have
         return
+
+
+def _check_resolution(explainer: Explainer, job: ExplainJob) -> None:
+    """Refuse ``resolution="native"`` for an image tower fixed to its input size, saying why."""
+    tower = explainer.image_tower
+    if job.resolution == "native" and not tower.any_size:
+        why = getattr(tower, "fixed_size_reason", None)
+        raise UnsupportedModelError(
+            f"--resolution native: {tower.description} takes only its own input size {tower.input_size[0]}×{tower.input_size[1]}"
+            f"{f' ({why})' if why else ''}; use --resolution model"
+        )
 
 
 def _check_text_layers(explainer: Explainer, job: ExplainJob) -> None:
@@ -613,10 +647,12 @@ def _add(
     """
     draw = overlays is not None
     explained: dict[int, list[Row]] = {}
+    input_sizes: dict[int, tuple[int, int]] = {}
     pixels = batch.originals or {}
-    if batch.images is not None:
-        images = batch.images.to(device, non_blocking=True)
-        explained = dict(zip(batch.decoded, targets.rows(images, [batch.samples[i] for i in batch.decoded])))
+    for decoded, images in batch.groups:  # one group per input size
+        rows = targets.rows(images.to(device, non_blocking=True), [batch.samples[i] for i in decoded])
+        explained.update(zip(decoded, rows))
+        input_sizes.update((i, (int(images.shape[-2]), int(images.shape[-1]))) for i in decoded)
     drawings = []
     failed = 0
     for i, sample in enumerate(batch.samples):
@@ -630,7 +666,8 @@ def _add(
         height, width = batch.sizes[i]
         failed += all(row.map is None for row in explained[i])
         for k, row in enumerate(explained[i]):
-            values = {"image_height": height, "image_width": width, "label": sample.label, **row.values}
+            input_height, input_width = input_sizes[i]
+            values = {"image_height": height, "image_width": width, "input_height": input_height, "input_width": input_width, "label": sample.label, **row.values}
             if mode == "pairs" and values.get("text") is None:
                 values["text"] = sample.caption
             values["warnings"] = notes(sample.key, values.get("text") if mode != "zeroshot" else None, row.map)

@@ -61,6 +61,8 @@ INDEX_SCHEMA = pa.schema(
         ("width", pa.int32()),  # map grid width
         ("image_height", pa.int32()),  # the decoded source image's size
         ("image_width", pa.int32()),
+        ("input_height", pa.int32()),  # the model input the map was made at (native resolution: per image)
+        ("input_width", pa.int32()),
         ("overlay", pa.string()),  # the overlay PNG, relative to the store ("overlays/c0000000/000003-0.png")
         ("words", pa.list_(pa.string())),  # the text's words (with --text-maps)
         ("word_importance", pa.list_(pa.float32())),  # each word's importance, summing to 1 (or all 0)
@@ -387,11 +389,15 @@ class Store:
 
     def upsampled(self, row: int, size: tuple[int, int] | None = None, *, normalize: bool = True) -> np.ndarray:
         """The map of ``row`` upsampled bilinearly (``align_corners=False``, SPEC §5) to ``size``
-        ``(H, W)`` — by default the explained input's size — and, with ``normalize``, min-max
-        normalised to [0, 1] (a constant map becomes zeros). Returns float32 ``[H, W]``."""
+        ``(H, W)`` — by default the row's input size (``input_height``, ``input_width``) — and,
+        with ``normalize``, min-max normalised to [0, 1] (a constant map becomes zeros). Returns
+        float32 ``[H, W]``."""
         from . import render
 
-        up = render.upsample(self.map(row)[None], tuple(self.manifest["config"]["input_size"]) if size is None else size)
+        row = self._row(row)
+        if size is None:
+            size = (self.index.column("input_height")[row].as_py(), self.index.column("input_width")[row].as_py())
+        up = render.upsample(self.map(row)[None], size)
         return (render.normalize(up) if normalize else up)[0]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

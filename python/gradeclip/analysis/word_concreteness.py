@@ -161,14 +161,13 @@ def _explain_unit(
     device = explainer.image_tower.device
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
-        images, decoded, _, errors = prepare(batch, preprocess)
+        groups, _, errors = prepare(batch, preprocess)
         skipped += [{"key": batch[i].key, "reason": reason} for i, reason in errors.items()]
-        if images is None:
-            continue
-        kept = [batch[i] for i in decoded]
-        words = explain_words(explainer, images.to(device), [[s.caption or ""] for s in kept], max_targets, text_options)
-        for sample, (pairs,) in zip(kept, words):
-            records.append({"key": sample.key, "words": [w for w, _ in pairs], "importance": [float(v) for _, v in pairs]})
+        for decoded, images in groups:
+            kept = [batch[i] for i in decoded]
+            words = explain_words(explainer, images.to(device), [[s.caption or ""] for s in kept], max_targets, text_options)
+            for sample, (pairs,) in zip(kept, words):
+                records.append({"key": sample.key, "words": [w for w, _ in pairs], "importance": [float(v) for _, v in pairs]})
     return {"records": records, "skipped": skipped}
 
 

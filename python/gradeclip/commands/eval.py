@@ -31,7 +31,11 @@ def _option(text: str) -> tuple[str, Any]:
 
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="open_clip architecture, e.g. ViT-B-16")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="what gradeclip.load takes: an open_clip architecture (ViT-B-16), gradeclip-synth, a model folder or a Hugging Face id",
+    )
     p.add_argument("--pretrained", default=None, help="open_clip tag or checkpoint file (default: random weights)")
     p.add_argument("--model-seed", type=int, default=0, help="seed of random weights (no --pretrained; default: 0)")
     p.add_argument("--device", default="cpu")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import GradeclipError, InputError
+from ..errors import GradeclipError
 
 
 def add_parser(sub: Any) -> None:
@@ -55,40 +55,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    from ..eval import regions
-    from ..explainer import Explainer
+    from ..eval.regions import evaluate
     from ..loading import load
-    from ..towers.registry import image_tower
-    from ..zeroshot import classifier, templates
+    from ..zeroshot import templates
 
     model, preprocess, tokenizer = load(args.model, args.pretrained, device=args.device)
-    size = image_tower(model).input_size[0]
-    if args.synth is not None:
-        names, items = regions.synth_classnames(), regions.synth_regions(args.synth, preprocess, seed=args.seed)
-    else:
-        if args.images is None:
-            raise InputError("--annotations needs --images, the folder of the annotated images")
-        names, items = regions.coco_regions(args.annotations, args.images, preprocess, size, stuff=args.stuff_annotations, limit=args.limit)
-    spec = args.templates or ("none" if args.synth is not None else "openai")
-    weights = classifier(Explainer(model, tokenizer), names, templates(spec))
-    results: dict[str, Any] = {"model": args.model, "pretrained": args.pretrained, "templates": spec, "classes": len(names)}
-    results["regions"] = regions.region_accuracy(model, items, weights, batch_size=args.batch_size, progress=not args.no_progress)
-    if args.retrieval:
-        results["retrieval"] = regions.synth_retrieval(model, tokenizer, preprocess, args.retrieval, seed=args.seed)
-    elif args.retrieval_data:
-        from ..data import IndexedSource, open_source
-        from ..finetune.pairs import decode_pair
-
-        source = open_source(args.retrieval_data)
-        if not isinstance(source, IndexedSource):
-            raise InputError("--retrieval-data must be a folder with captions or a table (random access)")
-        pairs = [p for p in (decode_pair(s, preprocess, False) for s in source.samples(0, len(source))) if not isinstance(p, str)]
-        if not pairs:
-            raise InputError(f"--retrieval-data {args.retrieval_data}: no decodable image with a caption")
-        results["retrieval"] = regions.retrieval(model, tokenizer, torch.stack([p.image for p in pairs]), [p.caption for p in pairs])
-    return results
+    results = evaluate(
+        model,
+        preprocess,
+        tokenizer,
+        synth=args.synth,
+        annotations=args.annotations,
+        images=args.images,
+        stuff=args.stuff_annotations,
+        limit=args.limit,
+        templates=templates(args.templates) if args.templates else None,
+        retrieval_synth=args.retrieval,
+        retrieval_data=args.retrieval_data,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    return {"model": args.model, "pretrained": args.pretrained, **results}
 
 
 def table(results: dict[str, Any]) -> str:

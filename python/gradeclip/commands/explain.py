@@ -36,6 +36,7 @@ def add_parser(subparsers: Any) -> None:
     from ..compat import PRESETS
     from ..data import FORMATS
     from ..data.table import CAPTION_COLUMNS, IMAGE_COLUMNS, KEY_COLUMNS, LABEL_COLUMNS
+    from ..preprocessing import RESOLUTIONS
     from ..loading import PRECISIONS
     from ..methods.gradeclip import HEADS, QK_SPACES, SPATIAL
     from ..pipeline import COLORMAPS
@@ -94,6 +95,12 @@ def add_parser(subparsers: Any) -> None:
         help="authors: the paper authors' released form (maps with qk_space=out_proj; --text-maps with λ over all 77 positions "
         "and one ReLU after the layer sum; SPEC §12); flags given explicitly win",
     )
+    method.add_argument(
+        "--resolution", choices=RESOLUTIONS, default=job["resolution"],
+        help="model: the model's own preprocess; native: each image at about its own size, sides rounded to patch multiples "
+        "(ViTs that interpolate their position embeddings; each row records its input size) (default: %(default)s)",
+    )
+    method.add_argument("--max-short-side", type=int, metavar="N", help="--resolution native: cap each image's shorter side at N pixels")
     method.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="any other method option (VALUE read as JSON, else as text); repeatable")
 
     extra = p.add_argument_group("more outputs")
@@ -160,6 +167,8 @@ def job_from_args(args: argparse.Namespace) -> Any:
         method=args.method,
         options=parse_options(args),
         compat=args.compat,
+        resolution=args.resolution,
+        max_short_side=args.max_short_side,
         format=args.format,
         image_column=args.image_column,
         caption_column=args.caption_column,

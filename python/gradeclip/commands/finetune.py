@@ -41,7 +41,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="pairs per optimizer step, all ranks together")
     p.add_argument("--accumulate", type=int, default=d.accumulate, help="micro-batches per step (gradient accumulation)")
-    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 1e-5, the paper's; 1e-4 for gradeclip-synth)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 1e-5, the paper's; 2e-5 for gradeclip-synth)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps")
     p.add_argument("--no-local", action="store_true", help="ordinary fine-tuning: the global loss alone")

@@ -4,8 +4,9 @@
 - Sources: :class:`FolderSource` (a folder of images, with ``.txt`` captions, optional class
   sub-folder labels and a mask folder), :class:`TableSource` (CSV/TSV/parquet, one row per
   image), :class:`TarSource` (webdataset shards), opened by name with :func:`open_source`.
-- Decoding: :func:`decode_image` / :func:`load_image` (the one image decoder: EXIF orientation,
-  RGB), :func:`load_mask`; an unusable file raises :class:`~gradeclip.errors.UnreadableImage`.
+- Decoding: :func:`decode_image`, :func:`load_image`, :func:`load_images` (the one image
+  decoder: EXIF orientation, RGB), :func:`load_mask`; an unusable file raises
+  :class:`~gradeclip.errors.UnreadableImage`.
 - Tables: :func:`read_table` and :func:`pick_column` (the one column rule); class names:
   :func:`read_class_index`.
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from ..errors import InputError, UnreadableImage
 from .folder import LABELS, FolderSource, read_class_index
-from .images import IMAGE_EXTENSIONS, MASK_FORMATS, decode_image, is_image_name, load_image, load_mask
+from .images import IMAGE_EXTENSIONS, MASK_FORMATS, decode_image, is_image_name, load_image, load_images, load_mask
 from .samples import IndexedSource, Sample, ShardedSource, ShardError, Source
 from .table import TABLE_SUFFIXES, TableSource, pick_column, read_table
 from .tars import TAR_SUFFIXES, TarSource
@@ -91,6 +92,7 @@ __all__ = [
     "UnreadableImage",
     "decode_image",
     "load_image",
+    "load_images",
     "load_mask",
     "open_source",
     "pick_column",

@@ -32,8 +32,9 @@ def indexed_chunk(index: int) -> str:
 class Batch:
     """A batch of consecutive samples of one chunk, decoded and preprocessed by a worker.
 
-    ``images`` ``[n_ok, 3, H, W]`` float32 holds the samples listed in ``decoded`` (indices into
-    ``samples``); ``errors`` maps the others' indices to why they failed. ``first`` is
+    ``groups`` holds the decoded samples' inputs, one ``(indices into samples, float32
+    [n, 3, H, W])`` per input size (one with the model's preprocess; native resolution can give
+    several); ``errors`` maps the other samples' indices to why they failed. ``first`` is
     ``samples[0]``'s position in the chunk. ``final``: the chunk's last batch; ``unit_done``: also
     the last of its unit of work (a tar shard); ``shard_error``: the shard broke off here.
     ``originals``: when the run draws overlays, each decoded sample's image as uint8 RGB ``[H, W, 3]``.
@@ -42,8 +43,7 @@ class Batch:
     chunk: str
     first: int
     samples: list[Sample]
-    images: Tensor | None
-    decoded: list[int]
+    groups: list[tuple[list[int], Tensor]]
     sizes: list[tuple[int, int]]
     errors: dict[int, str]
     final: bool
@@ -53,19 +53,20 @@ class Batch:
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread (CUDA only)."""
-        if self.images is not None:
-            self.images = self.images.pin_memory()
+        self.groups = [(indices, images.pin_memory()) for indices, images in self.groups]
         return self
 
 
 def prepare(
     samples: list[Sample], preprocess: Callable[[Image.Image], Tensor], originals: dict[int, np.ndarray] | None = None
-) -> tuple[Tensor | None, list[int], list[tuple[int, int]], dict[int, str]]:
-    """Decode and preprocess ``samples``: ``(images [n_ok, 3, H, W] or None, decoded indices,
-    original (height, width) per sample (0, 0 for failures), {index: reason} for failures)``.
+) -> tuple[list[tuple[list[int], Tensor]], list[tuple[int, int]], dict[int, str]]:
+    """Decode and preprocess ``samples``: ``(groups, original (height, width) per sample (0, 0 for
+    failures), {index: reason} for failures)``; ``groups`` stacks the decoded samples' inputs by
+    input size, ``(indices, float32 [n, 3, H, W])`` each, in the order the sizes first occur.
     With ``originals`` given, each decoded sample's image (uint8 RGB ``[H, W, 3]``) is put in it
     under its index."""
-    tensors, decoded, sizes, errors = [], [], [], {}
+    by_size: dict[tuple[int, ...], tuple[list[int], list[Tensor]]] = {}
+    sizes, errors = [], {}
     for i, sample in enumerate(samples):
         sizes.append((0, 0))
         if sample.problem is not None:
@@ -80,12 +81,13 @@ def prepare(
         except Exception as exc:  # a preprocessing failure of one image must not stop the run
             errors[i] = f"preprocessing failed: {type(exc).__name__}: {exc}"
             continue
+        indices, tensors = by_size.setdefault(tuple(tensor.shape), ([], []))
+        indices.append(i)
         tensors.append(tensor)
-        decoded.append(i)
         sizes[i] = (image.height, image.width)
         if originals is not None:
             originals[i] = np.asarray(image)
-    return (torch.stack(tensors) if tensors else None), decoded, sizes, errors
+    return [(indices, torch.stack(tensors)) for indices, tensors in by_size.values()], sizes, errors
 
 
 def _strip(sample: Sample) -> Sample:
@@ -97,8 +99,8 @@ def _batch(
     chunk: str, first: int, samples: list[Sample], preprocess: Callable[[Image.Image], Tensor], keep: bool, final: bool, **flags: Any
 ) -> Batch:
     originals: dict[int, np.ndarray] | None = {} if keep else None
-    images, decoded, sizes, errors = prepare(samples, preprocess, originals)
-    return Batch(chunk, first, [_strip(s) for s in samples], images, decoded, sizes, errors, final, originals=originals, **flags)
+    groups, sizes, errors = prepare(samples, preprocess, originals)
+    return Batch(chunk, first, [_strip(s) for s in samples], groups, sizes, errors, final, originals=originals, **flags)
 
 
 def _worker_slice(items: Sequence[Any]) -> Sequence[Any]:

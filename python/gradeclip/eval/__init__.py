@@ -8,31 +8,25 @@
   :func:`model_ready`, :func:`auc`, :func:`localization_metrics`.
 - Results: :class:`FaithfulnessResult`, :class:`LocalizationResult` (``.save()`` writes JSON +
   CSV), :func:`load_result`, :func:`summary_table` (the paper's layout).
+
+Modules, one job each: :mod:`.datasets` (views over :mod:`gradeclip.data`), :mod:`.models` (the
+model through the Explainer: geometry, encoders, maps), :mod:`.scorers`, :mod:`.runner`
+(chunks, journal, timing), one module per task (:mod:`.faithfulness`, :mod:`.localisation`,
+:mod:`.text_faithfulness`), :mod:`.perturbation` and :mod:`.metrics` (Rust), :mod:`.report`.
 """
 
 from __future__ import annotations
 
 from ..data import Sample, load_image, load_mask, read_class_index
+from ..preprocessing import Geometry, model_ready, resize_center_crop
 from .datasets import CaptionTable, ImageFolder, MaskFolder
-from .harness import (
-    Geometry,
-    RetrievalScorer,
-    TextRetrievalScorer,
-    ZeroShotClassifier,
-    deletion_insertion,
-    localization,
-    text_deletion_insertion,
-)
+from .faithfulness import deletion_insertion
+from .localisation import localization
 from .metrics import LOCALIZATION_METRICS, auc, localization_metrics
-from .perturbation import (
-    MODES,
-    checkpoint_fractions,
-    model_ready,
-    perturbation_steps,
-    resize_center_crop,
-    text_steps,
-)
+from .perturbation import MODES, checkpoint_fractions, perturbation_steps, text_steps
 from .report import FaithfulnessResult, LocalizationResult, load_result, summary_table
+from .scorers import RetrievalScorer, TextRetrievalScorer, ZeroShotClassifier
+from .text_faithfulness import text_deletion_insertion
 
 __all__ = [
     "LOCALIZATION_METRICS",

@@ -1,5 +1,6 @@
-"""Deletion and insertion checkpoints (SPEC §7) and CLIP's preprocessing, computed in Rust;
-word deletion / insertion of captions (paper Table III).
+"""Deletion and insertion checkpoints (SPEC §7), computed in Rust; word deletion / insertion of
+captions (paper Table III). CLIP's preprocessing of the checkpoints is
+:mod:`gradeclip.preprocessing`'s (:func:`~gradeclip.preprocessing.model_ready`).
 
 The image functions are a thin layer over :mod:`gradeclip.native`: inputs are checked and
 converted, the work runs in parallel over images with the GIL released.
@@ -15,8 +16,17 @@ import numpy as np
 from .. import native
 from ..arrays import image_list, plane_list, triple
 from ..errors import InputError
+from ..preprocessing import check_size
 
 MODES = ("deletion", "insertion")
+
+
+def check_modes(modes: Sequence[str]) -> list[str]:
+    """``modes`` as a list, if it holds distinct values of :data:`MODES`; else an :class:`InputError`."""
+    modes = list(modes)
+    if not modes or any(m not in MODES for m in modes) or len(set(modes)) != len(modes):
+        raise InputError(f"modes must be distinct values of {', '.join(MODES)}, got {modes!r}")
+    return modes
 
 
 def checkpoint_fractions(steps: int = 100, eval_every: int = 10) -> np.ndarray:
@@ -99,34 +109,10 @@ def perturbation_steps(
         eval_every,
         int(seed),
         streams,
-        _check_size(output_size),
+        check_size(output_size),
         triple(mean, "mean"),
         triple(std, "std"),
     )
-
-
-def _check_size(size: Any) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise InputError(f"output size must be a positive integer, got {size!r}")
-    return int(size)
-
-
-def resize_center_crop(images: Any, size: int) -> np.ndarray:
-    """CLIP's geometry without the normalisation: the shorter side resized to ``size`` (bicubic,
-    antialiased, exactly Pillow's 8-bit resampler), then the centre ``size × size`` crop.
-
-    Returns uint8 ``[B, size, size, 3]``.
-    """
-    return native.resize_center_crop(image_list(images), _check_size(size))
-
-
-def model_ready(images: Any, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """CLIP's evaluation preprocessing of uint8 images (what open_clip's transform gives for a PIL
-    image): :func:`resize_center_crop`, then ``(v / 255 − mean) / std`` per channel.
-
-    Returns float32 ``[B, 3, size, size]``.
-    """
-    return native.model_ready(image_list(images), _check_size(size), triple(mean, "mean"), triple(std, "std"))
 
 
 def text_steps(

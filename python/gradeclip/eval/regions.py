@@ -293,3 +293,70 @@ def synth_retrieval(model: torch.nn.Module, tokenizer: Callable[[list[str]], Ten
 
     scenes = make_scenes(count, split, seed)
     return retrieval(model, tokenizer, torch.stack([preprocess(s.pil()) for s in scenes]), [caption_of(s).text for s in scenes])
+
+
+# ---------------------------------------------------------------------------- the whole evaluation
+
+
+def evaluate(
+    model: torch.nn.Module,
+    preprocess: Callable[[Any], Tensor],
+    tokenizer: Callable[[list[str]], Tensor],
+    *,
+    synth: int | None = None,
+    annotations: str | os.PathLike[str] | None = None,
+    images: str | os.PathLike[str] | None = None,
+    stuff: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    templates: Sequence[str] | None = None,
+    retrieval_synth: int | None = None,
+    retrieval_data: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Region classification of ``synth`` held-out scenes or of a COCO-format ``annotations`` file
+    (with its ``images`` folder and optional ``stuff`` file), and optionally retrieval over
+    ``retrieval_synth`` held-out pairs or the pairs of ``retrieval_data`` (a folder with captions or
+    a table, read through :mod:`gradeclip.data`). ``templates``: prompt templates (default: the bare
+    class name for the synthetic world, open_clip's 80 OpenAI prompts otherwise).
+
+    Returns ``{"classes", "templates", "regions": region_accuracy(...), "retrieval": recall_at(...)}``
+    (``retrieval`` only when asked for).
+    """
+    from ..explainer import Explainer
+    from ..towers.registry import image_tower
+    from ..zeroshot import classifier, templates as template_set
+
+    if (synth is None) == (annotations is None):
+        raise InputError("give exactly one of --synth (held-out synthetic scenes) and --annotations (a COCO-format file)")
+    if synth is not None:
+        names, items = synth_classnames(), synth_regions(synth, preprocess, seed=seed)
+    else:
+        if images is None:
+            raise InputError("--annotations needs --images, the folder of the annotated images")
+        assert annotations is not None
+        names, items = coco_regions(annotations, images, preprocess, image_tower(model).input_size[0], stuff=stuff, limit=limit)
+    prompts = list(templates) if templates is not None else template_set("none" if synth is not None else "openai")
+    weights = classifier(Explainer(model, tokenizer), names, prompts)
+    results: dict[str, Any] = {"classes": len(names), "templates": len(prompts)}
+    results["regions"] = region_accuracy(model, items, weights, batch_size=batch_size, progress=progress)
+    if retrieval_synth:
+        results["retrieval"] = synth_retrieval(model, tokenizer, preprocess, retrieval_synth, seed=seed)
+    elif retrieval_data is not None:
+        results["retrieval"] = source_retrieval(model, tokenizer, preprocess, retrieval_data)
+    return results
+
+
+def source_retrieval(model: torch.nn.Module, tokenizer: Callable[[list[str]], Tensor], preprocess: Callable[[Any], Tensor], spec: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
+    """:func:`retrieval` over the decodable captioned images of a folder or table ``spec``."""
+    from ..data import IndexedSource, open_source
+    from ..finetune.pairs import decode_pair
+
+    source = open_source(spec)
+    if not isinstance(source, IndexedSource):
+        raise InputError("--retrieval-data must be a folder with captions or a table (random access)")
+    pairs = [p for p in (decode_pair(s, preprocess, False) for s in source.samples(0, len(source))) if not isinstance(p, str)]
+    if not pairs:
+        raise InputError(f"--retrieval-data {spec}: no decodable image with a caption")
+    return retrieval(model, tokenizer, torch.stack([p.image for p in pairs]), [p.caption for p in pairs])

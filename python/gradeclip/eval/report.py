@@ -1,5 +1,5 @@
-"""Evaluation results: what they hold, how they are saved (JSON + CSV, atomically), how they are
-resumed (a journal of finished images), and the paper's summary tables."""
+"""Evaluation results: what they hold, how they are saved (JSON + CSV, atomically) and read
+back, and the paper's summary tables."""
 
 from __future__ import annotations
 
@@ -43,45 +43,6 @@ def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-class Journal:
-    """Per-image records of an unfinished run, one JSON line each, so a rerun with the same
-    settings skips the images already done. A torn last line (a killed run) is ignored."""
-
-    def __init__(self, path: Path, key: str):
-        self.path = path
-        self.key = key
-        self.records: dict[int, dict[str, Any]] = {}
-        if path.is_file():
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-            if lines and _json_or_none(lines[0]) == {"settings_key": key}:
-                for line in lines[1:]:
-                    record = _json_or_none(line)
-                    if isinstance(record, dict) and "index" in record:
-                        self.records[int(record["index"])] = record
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:  # rewrite: drops a torn tail or a stale run
-            f.write(json.dumps({"settings_key": key}) + "\n")
-            for record in self.records.values():
-                f.write(json.dumps(record) + "\n")
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open until close())
-
-    def add(self, record: dict[str, Any]) -> None:
-        self.records[int(record["index"])] = record
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def close(self, remove: bool) -> None:
-        self._file.close()
-        if remove:
-            self.path.unlink(missing_ok=True)
-
-
-def _json_or_none(line: str) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
 
 
 def default_name(settings: dict[str, Any]) -> str:
@@ -114,6 +75,29 @@ class FaithfulnessResult:
     targets: list[int]
     timings: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def from_records(
+        cls,
+        settings: dict[str, Any],
+        metrics: tuple[str, ...],
+        fractions: list[float],
+        records: list[dict[str, Any]],
+        modes: Sequence[str],
+        timings: dict[str, float],
+    ) -> FaithfulnessResult:
+        """The result of a run's per-image records (``index``, ``key``, ``target``, ``hits``:
+        ``{mode: [K][M]}``), in the order given."""
+        k, m = len(fractions), len(metrics)
+        return cls(
+            settings=settings,
+            metrics=metrics,
+            fractions=fractions,
+            hits={mode: np.array([r["hits"][mode] for r in records], dtype=np.float64).reshape(len(records), k, m) for mode in modes},
+            indices=[r["index"] for r in records],
+            keys=[r["key"] for r in records],
+            targets=[r["target"] for r in records],
+            timings=timings,
+        )
     @property
     def curves(self) -> dict[str, np.ndarray]:
         """``{mode: float64 [K, M]}``: the dataset mean at each checkpoint."""

@@ -10,8 +10,6 @@ only.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -35,17 +33,6 @@ def gather_rows(x: Tensor, ranks: Ranks) -> Tensor:
     dist.all_gather(parts, padded)
     pieces = [x if r == ranks.rank else parts[r][: counts[r]] for r in range(ranks.world)]
     return torch.cat(pieces)
-
-
-def gather_objects(value: Any, ranks: Ranks) -> list[Any]:
-    """Every rank's ``value`` (picklable), in rank order."""
-    if not ranks.distributed:
-        return [value]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * ranks.world
-    dist.all_gather_object(out, value)
-    return out
 
 
 def sum_gradients(model: nn.Module, ranks: Ranks) -> None:

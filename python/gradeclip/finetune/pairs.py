@@ -51,7 +51,7 @@ def decode_pair(sample: Sample, preprocess: Callable[[Any], Tensor], phrase_colu
         return str(exc)
     phrases = None
     if phrase_column:
-        phrases = [p for p in (sample.label or "").split(PHRASE_SEPARATOR) if p.strip()]
+        phrases = [p for p in str(sample.label or "").split(PHRASE_SEPARATOR) if p.strip()]
     return Pair(sample.key, image, sample.caption, phrases)
 
 

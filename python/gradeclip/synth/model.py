@@ -77,10 +77,17 @@ class ConvStem(nn.Module):
 
 def build_model(config: dict[str, Any]) -> nn.Module:
     """A randomly initialised ``open_clip.CLIP`` from ``config`` (see :data:`DEFAULT_CONFIG`); with
-    ``config["vision_stem"] == "conv"`` its patch embedding is a :class:`ConvStem`."""
+    ``config["vision_stem"] == "conv"`` its patch embedding is a :class:`ConvStem`. The model
+    declares its preprocessing (``config["preprocess_cfg"]``, what training normalises with) the
+    way open_clip models do, so every reader of the model's mean and std sees the trained ones."""
     import open_clip
 
     model = open_clip.CLIP(embed_dim=config["embed_dim"], vision_cfg=dict(config["vision_cfg"]), text_cfg=dict(config["text_cfg"]))
+    size = config["vision_cfg"]["image_size"]
+    pre = config["preprocess_cfg"]
+    open_clip.set_model_preprocess_cfg(
+        model, {"size": (size, size), "mean": tuple(pre["mean"]), "std": tuple(pre["std"]), "interpolation": "bicubic", "resize_mode": "shortest"}
+    )
     stem = config.get("vision_stem", "linear")
     if stem == "conv":
         vision = config["vision_cfg"]

@@ -28,6 +28,12 @@ from ..errors import InputError, UnsupportedModelError
 from .blocks import AttentionBlock, ExplainedAttention
 
 
+#: OpenAI CLIP's input normalisation: open_clip's default, and what transformers' CLIP and BLIP
+#: image processors use
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
 @dataclass(frozen=True)
 class TokenBatch:
     """Token sequences entering a tower's first block, with where to look.
@@ -158,6 +164,19 @@ class ImageTower(TokenTower):
     model_grid: tuple[int, int]
     #: whether inputs of another size are accepted (positional embeddings interpolated, SPEC §4)
     any_size: bool = True
+    #: the preprocessing the model declares, in open_clip's ``preprocess_cfg`` keys (``mean``,
+    #: ``std``, ``interpolation``, ``resize_mode``); a missing key means OpenAI CLIP's setting
+    preprocess_cfg: dict[str, Any] = {}
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        """Per-channel mean ``(R, G, B)`` the model's inputs are normalised with (on the 0..1 scale)."""
+        return _triple(self.preprocess_cfg.get("mean", OPENAI_MEAN))
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        """Per-channel standard deviation ``(R, G, B)`` the model's inputs are divided by."""
+        return _triple(self.preprocess_cfg.get("std", OPENAI_STD))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -193,6 +212,11 @@ class ImageTower(TokenTower):
             )
         if not torch.isfinite(images).all():
             raise InputError("images contain NaN or infinite values")
+
+
+def _triple(values: Any) -> tuple[float, float, float]:
+    r, g, b = (float(v) for v in values)
+    return (r, g, b)
 
 
 def resize_positions(pos: Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:

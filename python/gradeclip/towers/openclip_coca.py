@@ -74,6 +74,7 @@ class OpenClipCoCaViT(ImageTower):
         if visual.proj is None:
             raise UnsupportedModelError(f"{self.description}: the tower has no output projection")
         self.visual = visual
+        self.preprocess_cfg = dict(getattr(visual, "preprocess_cfg", None) or {})  # open_clip's, set when it builds the model
         self.blocks = [AttentionalPoolerAdapter(pooler, queries)]
         self.embed_dim = visual.proj.shape[1]
         self.patch_size: tuple[int, int] = tuple(visual.patch_size)  # type: ignore[assignment]

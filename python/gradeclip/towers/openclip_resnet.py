@@ -47,6 +47,7 @@ class OpenClipResNet(ImageTower):
         width = pool.k_proj.in_features
         self.description = f"open_clip ModifiedResNet (feature width {width}, attention pool with {pool.num_heads} heads)"
         self.visual = visual
+        self.preprocess_cfg = dict(getattr(visual, "preprocess_cfg", None) or {})  # open_clip's, set when it builds the model
         self.blocks = [AttentionPool2dAdapter(pool)]
         self.embed_dim = pool.c_proj.out_features
         self.patch_size = (STRIDE, STRIDE)

@@ -37,6 +37,7 @@ class OpenClipViT(ImageTower):
         if visual.proj is None:
             raise UnsupportedModelError(f"{self.description}: the tower has no output projection (pruned head)")
         self.visual = visual
+        self.preprocess_cfg = dict(getattr(visual, "preprocess_cfg", None) or {})  # open_clip's, set when it builds the model
         self.blocks = [BlockAdapter(b, f"{self.description}, block {i}") for i, b in enumerate(blocks)]
         self.embed_dim = visual.proj.shape[1]
         self.batch_first = getattr(visual.transformer, "batch_first", True)

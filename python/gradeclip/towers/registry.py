@@ -98,7 +98,7 @@ def _open_clip_timm(model: nn.Module, visual: nn.Module) -> ImageTower:
             f"{name}: open_clip timm tower with a {type(visual.head.pool).__name__} head on a "
             f"{type(visual.trunk).__name__} trunk: no gradeclip adapter for that pooling head"
         )
-    return Adapter("timm_vit", "TimmViT").load()(visual.trunk, visual.head, "cosine", name)
+    return Adapter("timm_vit", "TimmViT").load()(visual.trunk, visual.head, "cosine", name, dict(getattr(visual, "preprocess_cfg", None) or {}))
 
 
 #: open_clip image tower class name (``model.visual``) → builder ``(model, visual) -> ImageTower``

@@ -22,6 +22,8 @@ trunk runs as timm's own ``forward_features``, which checks the size).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -76,9 +78,11 @@ class TimmViT(ImageTower):
         head: open_clip's projection head after the trunk (``TimmModel.head``), or None.
         score: ``"cosine"`` (CLIP tower) or ``"logit"`` (the trunk is the classifier).
         owner: the model's name, for messages.
+        preprocess_cfg: the owning open_clip model's preprocessing; default: timm's
+            ``pretrained_cfg`` of the trunk (a bare timm classifier).
     """
 
-    def __init__(self, trunk: nn.Module, head: nn.Module | None, score: str, owner: str):
+    def __init__(self, trunk: nn.Module, head: nn.Module | None, score: str, owner: str, preprocess_cfg: dict[str, Any] | None = None):
         from timm.models.eva import Eva
         from timm.models.vision_transformer import VisionTransformer
 
@@ -90,6 +94,8 @@ class TimmViT(ImageTower):
         self.strip_prefix = isinstance(trunk, VisionTransformer) and not getattr(trunk, "pool_include_prefix", False)
         self.trunk = trunk
         self.outer = head
+        timm_cfg = getattr(trunk, "pretrained_cfg", None) or {}
+        self.preprocess_cfg = dict(preprocess_cfg) if preprocess_cfg is not None else {k: timm_cfg[k] for k in ("mean", "std") if k in timm_cfg}
         self.score = score
         self.prefix = trunk.num_prefix_tokens
         if getattr(trunk, "dynamic_img_size", False):
