@@ -39,6 +39,11 @@ def blip_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def siglip_dir(tmp_path_factory) -> Path:
+    return hf_offline.save_tiny_siglip(tmp_path_factory.mktemp("hf-siglip"))
+
+
+@pytest.fixture(scope="module")
 def bpe() -> HFTokenizer:
     return HFTokenizer(hf_offline.clip_bpe_tokenizer(), 77)
 
@@ -57,10 +62,10 @@ def check_partition(tokenizer: HFTokenizer, caption: str, context_length: int) -
     between start and end belongs to exactly one word; the tokens are the tokenizer's ids."""
     alignment = tokenizer.align(caption, context_length)
     ids = tokenizer([caption], context_length)[0]
-    eot = alignment.eot
-    assert int(ids[0]) == tokenizer.sot_token_id and int(ids[eot]) == tokenizer.eot_token_id
-    assert [p for pos in alignment.positions for p in pos] == list(range(1, eot))
-    assert alignment.tokens[1:eot] == [tokenizer.tokenizer.decode([int(i)]).strip() for i in ids[1:eot]]
+    eot, first = alignment.eot, alignment.first
+    assert (first == 0 or int(ids[0]) == tokenizer.sot_token_id) and int(ids[eot]) == tokenizer.eot_token_id
+    assert [p for pos in alignment.positions for p in pos] == list(range(first, eot))
+    assert alignment.tokens[first:eot] == [tokenizer.tokenizer.decode([int(i)]).strip() for i in ids[first:eot]]
     before = 0
     for (start, end), word in zip(alignment.spans, alignment.words):
         assert caption[start:end] == word and start >= before and word.strip() == word
@@ -83,6 +88,19 @@ def test_sentencepiece_words(unigram):
     assert alignment.words == ["A", "Dog", ",", "a", "cat", "and", "(", "an", "owl", "):", "friends", "!"]
     assert alignment.tokens[0] == "[CLS]" and alignment.tokens[-1] == "[SEP]"
     check_partition(unigram, caption, 32)
+
+
+def test_sentencepiece_words_without_a_start_token():
+    """SigLIP's layout: the caption's tokens start at position 0, ``</s>`` after them."""
+    siglip = HFTokenizer(hf_offline.unigram_tokenizer(siglip=True), 32)
+    caption = "A Dog, a cat and (an owl): friends!"
+    alignment = siglip.align(caption)
+    assert siglip.sot_token_id is None and alignment.first == 0 and alignment.positions[0][0] == 0
+    assert alignment.words == ["A", "Dog", ",", "a", "cat", "and", "(", "an", "owl", "):", "friends", "!"]
+    assert alignment.tokens[-1] == "</s>"
+    check_partition(siglip, caption, 32)
+    cut = siglip.align("one two three four five six", 4)  # room for 3 tokens, then </s>
+    assert cut.truncated and cut.eot == 3 and siglip(["one two three four five six"], 4)[0, 3] == siglip.eot_token_id
 
 
 @settings(max_examples=80, deadline=None)
@@ -140,6 +158,30 @@ def test_load_blip_folder_sentencepiece_words(blip_dir):
     assert pair.map.shape == (4, 4)
 
 
+def test_load_siglip_folder_explains_like_the_model(siglip_dir):
+    model, preprocess, tokenizer = gradeclip.load(str(siglip_dir))
+    assert type(model).__name__ == "SiglipModel" and tokenizer.context_length == 64
+    images = torch.stack([preprocess(photo()), preprocess(photo(80, 40))])
+    assert images.shape == (2, 3, 32, 32)
+    texts = ["a cat on a sofa", "A rocket, launching!"]
+    explainer = gradeclip.Explainer(model, tokenizer)
+    res = explainer.explain_image(images, texts, heads="model")
+    with torch.no_grad():  # the sigmoid model's own cosine (before logit_scale / logit_bias), padded to max_length
+        ids = tokenizer.tokenizer(texts, padding="max_length", max_length=64, return_tensors="pt")["input_ids"]
+        out = model(input_ids=ids, pixel_values=images)
+    want = out.image_embeds @ out.text_embeds.T
+    torch.testing.assert_close(res.model_scores, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(res.scores, want, atol=1e-4, rtol=1e-4)
+    assert res.maps.shape == (2, 2, 4, 4)
+    text = explainer.explain_text(images, texts, n_layers=3)
+    words = text.words(1, 1)
+    assert [w for w, _ in words] == ["A", "rocket", ",", "launching", "!"]
+    assert sum(v for _, v in words) == pytest.approx(1.0, abs=1e-5)
+    first = tokenizer.align(texts[1]).positions[0]
+    assert first[0] == 0 and words[0][1] == pytest.approx(float(text.importance[1, 1, list(first)].sum()), abs=1e-6)
+    torch.testing.assert_close(text.model_scores, want, atol=1e-5, rtol=1e-5)
+
+
 def test_offline_hub_id_fails_fast_with_instructions():
     with pytest.raises(gradeclip.ModelLoadError, match=r"(?s)local Hugging Face cache.*save_pretrained.*gradeclip.load\('/path/to/folder'\)"):
         gradeclip.load("nobody-here/clip-that-is-not-cached")
@@ -153,11 +195,11 @@ def test_folder_problems_are_named(clip_dir, tmp_path):
         gradeclip.load(str(tmp_path))
     with pytest.raises(gradeclip.ModelLoadError, match="pretrained="):
         gradeclip.load(str(clip_dir), pretrained="openai")
-    siglip = tmp_path / "siglip"
-    siglip.mkdir()
-    (siglip / "config.json").write_text(json.dumps({"model_type": "siglip"}))
-    with pytest.raises(gradeclip.UnsupportedModelError, match="'siglip'.*ViT-B-16-SigLIP"):
-        gradeclip.load(str(siglip))
+    other = tmp_path / "bert"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(gradeclip.UnsupportedModelError, match="'bert' model.*CLIPModel.*SiglipModel \\('siglip'\\)"):
+        gradeclip.load(str(other))
 
 
 def test_cli_takes_a_hugging_face_folder(clip_dir, tmp_path):

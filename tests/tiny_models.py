@@ -111,6 +111,16 @@ def tiny_blip():
     return spread(BlipForImageTextRetrieval(BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=32)))
 
 
+def tiny_hf_siglip():
+    """transformers ``SiglipModel``: 3-layer towers of width 64, 32 px images, 16-token texts, eos id 999."""
+    from transformers import SiglipConfig, SiglipModel
+
+    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, vocab_size=1000,
+                max_position_embeddings=16, eos_token_id=999, bos_token_id=998, pad_token_id=1, projection_size=64)
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, image_size=32, patch_size=8)
+    return spread(SiglipModel(SiglipConfig(text_config=text, vision_config=vision)))
+
+
 def hf_ids(sot: int, eot: int, ends=(5, 9, 15), length: int = 16, vocab: int = 990) -> torch.Tensor:
     """Token ids ``[len(ends), length]``: ``sot``, random content, ``eot`` at each end, zeros after."""
     ids = torch.randint(103, vocab, (len(ends), length))

@@ -6,9 +6,10 @@ real model is one line instead: ``gradeclip.load("openai/clip-vit-base-patch32")
 - :func:`clip_bpe_tokenizer`: CLIP's byte-level BPE tokenizer as a ``transformers`` tokenizer, built
   from the vocabulary that ships inside ``open_clip`` (the same ids as ``open_clip``'s tokenizer).
 - :func:`unigram_tokenizer`: a SentencePiece-style Unigram tokenizer (``▁`` word boundaries, as in
-  SigLIP or T5) trained on a few sentences, with BERT-style ``[CLS]`` / ``[SEP]`` around a caption.
-- :func:`save_tiny_clip` / :func:`save_tiny_blip`: a tiny random ``CLIPModel`` / BLIP retrieval model
-  saved with ``save_pretrained`` together with its tokenizer and image processor.
+  SigLIP or T5) trained on a few sentences, with BERT-style ``[CLS]`` / ``[SEP]`` around a caption,
+  or SigLIP's layout (no start token, ``</s>`` after the caption).
+- :func:`save_tiny_clip` / :func:`save_tiny_blip` / :func:`save_tiny_siglip`: a tiny random
+  ``CLIPModel`` / BLIP retrieval model / ``SiglipModel`` saved with ``save_pretrained`` together with its tokenizer and image processor.
 """
 
 from __future__ import annotations
@@ -54,18 +55,24 @@ def clip_bpe_tokenizer():
                          unk_token="<|endoftext|>", pad_token="<|endoftext|>")
 
 
-def unigram_tokenizer(vocab_size: int = 200):
-    """A SentencePiece-style Unigram tokenizer trained on :data:`CORPUS` (``[PAD]`` = 0, ``[CLS]``,
-    ``[SEP]``, ``[UNK]``; ``▁`` marks a word start), as a ``transformers`` fast tokenizer."""
+def unigram_tokenizer(vocab_size: int = 200, siglip: bool = False):
+    """A SentencePiece-style Unigram tokenizer trained on :data:`CORPUS` (``▁`` marks a word start),
+    as a ``transformers`` fast tokenizer. BERT-style by default (``[PAD]`` = 0, ``[CLS]``, ``[SEP]``,
+    ``[UNK]``, ``[CLS]`` … ``[SEP]`` around a caption); ``siglip=True``: SigLIP's layout (``<pad>``,
+    ``</s>``, ``<unk>``; no start token, ``</s>`` after the caption and as the padding)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]
+    specials = ["<pad>", "</s>", "<unk>"] if siglip else ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]
     unigram = Tokenizer(models.Unigram())
     unigram.normalizer = normalizers.NFKC()
     unigram.pre_tokenizer = pre_tokenizers.Metaspace()
     unigram.decoder = decoders.Metaspace()
-    unigram.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="[UNK]"))
+    unigram.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=specials[-1]))
+    if siglip:
+        eos = unigram.token_to_id("</s>")
+        unigram.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos)])
+        return PreTrainedTokenizerFast(tokenizer_object=unigram, pad_token="</s>", eos_token="</s>", unk_token="<unk>")
     cls, sep = unigram.token_to_id("[CLS]"), unigram.token_to_id("[SEP]")
     unigram.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     return PreTrainedTokenizerFast(tokenizer_object=unigram, pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]")
@@ -115,4 +122,24 @@ def save_tiny_blip(folder: str | Path, image_size: int = 32, seed: int = 0) -> P
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     BlipImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_siglip(folder: str | Path, image_size: int = 32, seed: int = 0) -> Path:
+    """Save a tiny random ``SiglipModel`` (3-layer towers of width 64, 64-token texts) with
+    :func:`unigram_tokenizer` in SigLIP's layout and a ``SiglipImageProcessor`` (resized to
+    ``image_size`` square) into ``folder``. Returns the folder."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    torch.manual_seed(seed)
+    tokenizer = unigram_tokenizer(siglip=True)
+    tower = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4)
+    text = dict(tower, vocab_size=len(tokenizer), max_position_embeddings=64, projection_size=64,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    vision = dict(tower, image_size=image_size, patch_size=8)
+    model = _spread(SiglipModel(SiglipConfig(text_config=text, vision_config=vision)))
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    SiglipImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
     return folder

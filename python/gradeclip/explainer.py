@@ -379,7 +379,7 @@ class Explainer:
             tokens, alignments = tokenize_captions(self.tokenizer, captions, tower.context_length)
             tokens = tokens.to(tower.device)
             positions = torch.arange(tokens.shape[1], device=tokens.device)
-            content = torch.stack([(positions > 0) & (positions < a.eot) for a in alignments])
+            content = torch.stack([(positions >= a.first) & (positions < a.eot) for a in alignments])
             if not torch.equal(tower.reported(tokens), content):
                 raise UnsupportedModelError(
                     f"{tower.description}: the model pools a position other than the tokenizer's end-of-text token; "

@@ -1,8 +1,9 @@
 """Load a Hugging Face ``transformers`` model by hub id or from a ``save_pretrained`` folder, with
 the preprocessing and the tokenizer gradeclip uses for it.
 
-Supported: ``CLIPModel`` (``model_type`` "clip") and BLIP's image–text retrieval model
-(``BlipForImageTextRetrieval``, "blip"); other model types are refused naming the type. Weights,
+Supported: ``CLIPModel`` (``model_type`` "clip"), BLIP's image–text retrieval model
+(``BlipForImageTextRetrieval``, "blip") and ``SiglipModel`` ("siglip"; its tokenizer must be a fast
+one, saved as ``tokenizer.json``); other model types are refused naming the type. Weights,
 tokenizer and image processor come from the folder, or from the local Hugging Face cache when the
 hub is unreachable or ``HF_HUB_OFFLINE=1`` (never a wait on the network: :func:`gradeclip.load`
 checks the hub first).
@@ -22,7 +23,7 @@ from .errors import ModelLoadError, UnsupportedModelError
 from .words import HFTokenizer
 
 #: ``config.model_type`` → the transformers class gradeclip explains
-MODEL_CLASSES = {"clip": "CLIPModel", "blip": "BlipForImageTextRetrieval"}
+MODEL_CLASSES = {"clip": "CLIPModel", "blip": "BlipForImageTextRetrieval", "siglip": "SiglipModel"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -94,10 +95,9 @@ def load_hf(
     config = _from_pretrained("config", transformers.AutoConfig, name, local_only, cache_dir)
     kind = getattr(config, "model_type", "")
     if kind not in MODEL_CLASSES:
-        hint = " (open_clip's ViT-B-16-SigLIP and other timm-tower SigLIP models are supported: gradeclip.load('ViT-B-16-SigLIP'))" if kind == "siglip" else ""
         raise UnsupportedModelError(
             f"{name!r} is a transformers {kind or type(config).__name__!r} model: gradeclip explains Hugging Face "
-            f"{', '.join(f'{v} ({k!r})' for k, v in MODEL_CLASSES.items())}{hint}"
+            f"{', '.join(f'{v} ({k!r})' for k, v in MODEL_CLASSES.items())}"
         )
     cls = getattr(transformers, MODEL_CLASSES[kind])
     model = _from_pretrained("weights", cls, name, local_only, cache_dir)

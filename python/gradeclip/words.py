@@ -39,6 +39,8 @@ class WordAlignment:
         positions: the token positions (indices into a ``context_length`` row) of each word's BPE
             pieces; empty for a word the tokenizer drops entirely.
         truncated: whether the caption was longer than the context length.
+        first: the position of the caption's first token: 1 after a start token, 0 for a
+            tokenizer that adds none (SigLIP's).
     """
 
     tokens: list[str]
@@ -46,6 +48,7 @@ class WordAlignment:
     spans: list[tuple[int, int]]
     positions: list[tuple[int, ...]]
     truncated: bool
+    first: int = 1
 
     @property
     def eot(self) -> int:
@@ -250,20 +253,28 @@ class HFTokenizer:
 
     Args:
         tokenizer: a ``transformers`` fast tokenizer (``PreTrainedTokenizerFast``-like: it returns
-            offsets) that adds the model's start and end tokens.
+            offsets) that adds the model's end token, and its start token if the model has one.
         context_length: the model's text length (ids are padded and truncated to it).
+
+    Attributes:
+        sot_token_id: the start token's id, or None for a tokenizer that adds none (SigLIP's).
+        eot_token_id: the end token's id.
     """
 
     def __init__(self, tokenizer: Any, context_length: int):
         self.tokenizer = tokenizer
         self.context_length = context_length
         probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-        if len(probe) < 3:
+        bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+        before = len(probe) - len(bare) - 1  # special tokens before the caption's
+        if before not in (0, 1) or probe[before : before + len(bare)] != bare:
             raise InputError(
-                f"the Hugging Face tokenizer {type(tokenizer).__name__} adds no start and end tokens around a caption; "
-                "gradeclip needs both (the model pools or skips them)"
+                f"the Hugging Face tokenizer {type(tokenizer).__name__} does not add one end token (and at most one start "
+                "token) around a caption; gradeclip needs the end token (the model pools or skips it)"
             )
-        self.sot_token_id, self.eot_token_id = int(probe[0]), int(probe[-1])
+        self.sot_token_id = int(probe[0]) if before else None
+        self.eot_token_id = int(probe[-1])
+        self.first = before
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_token_id = self.eot_token_id if pad is None else int(pad)
 
@@ -271,8 +282,8 @@ class HFTokenizer:
         return f"HFTokenizer({type(self.tokenizer).__name__}, context_length={self.context_length})"
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> Tensor:
-        """Token ids ``[T, context_length]`` (long, CPU): start token, the caption's tokens (truncated
-        to fit), end token, then padding."""
+        """Token ids ``[T, context_length]`` (long, CPU): start token (if the tokenizer adds one), the
+        caption's tokens (truncated to fit), end token, then padding."""
         import torch
 
         length = context_length or self.context_length
@@ -288,8 +299,8 @@ class HFTokenizer:
         length = context_length or self.context_length
         full = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         content, offsets = list(full["input_ids"]), [tuple(o) for o in full["offset_mapping"]]
-        kept = min(len(content), length - 2)
-        row = [self.sot_token_id, *content[:kept], self.eot_token_id]
+        kept = min(len(content), length - 1 - self.first)
+        row = [self.sot_token_id] * self.first + [*content[:kept], self.eot_token_id]
         tokens = [self.tokenizer.decode([i]).strip() for i in row]
         words, spans, positions = [], [], []
         done = 0  # tokens owned by the words before
@@ -298,9 +309,9 @@ class HFTokenizer:
                 break  # cut off by truncation
             words.append(text[start:end])
             spans.append((start, end))
-            positions.append(tuple(1 + k for k in owned if k < kept))
+            positions.append(tuple(self.first + k for k in owned if k < kept))
             done += len(owned)
-        return WordAlignment(tokens, words, spans, positions, len(content) > kept)
+        return WordAlignment(tokens, words, spans, positions, len(content) > kept, self.first)
 
 
 def _offset_words(text: str, offsets: list[tuple[int, int]]) -> list[tuple[int, int, list[int]]]:

@@ -8,11 +8,19 @@ interpolation (bicubic, class position kept: SPEC §4).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from .base import ImageTower, TokenBatch
 from .hf_blocks import PreNormBlock
+
+
+def vit_geometry(cfg: Any) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(patch size, the patch grid at the model's input size)`` of a Hugging Face ViT vision config."""
+    patch, size = int(cfg.patch_size), int(cfg.image_size)
+    return (patch, patch), (size // patch, size // patch)
 
 
 class HFViTVision(ImageTower):
@@ -30,9 +38,7 @@ class HFViTVision(ImageTower):
         self.pre_norm = pre_norm
         self.blocks = [PreNormBlock(layer, f"{self.description}, layer {i}") for i, layer in enumerate(layers)]
         self.embed_dim = projection.out_features
-        self.patch_size = (cfg.patch_size, cfg.patch_size)
-        side = cfg.image_size // cfg.patch_size
-        self.model_grid = (side, side)
+        self.patch_size, self.model_grid = vit_geometry(cfg)
 
     def embed(self, images: Tensor) -> TokenBatch:
         self.check_images(images)

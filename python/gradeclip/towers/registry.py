@@ -4,7 +4,7 @@ Families (one adapter module each): open_clip ``VisionTransformer`` (class token
 :mod:`.openclip_vit`; attentional pooler, :mod:`.openclip_coca`), ``ModifiedResNet``
 (:mod:`.openclip_resnet`), timm-hosted ViT/EVA towers and bare timm classifiers (:mod:`.timm_vit`),
 open_clip text transformers (:mod:`.openclip_text`), Hugging Face ``CLIPModel`` (:mod:`.hf_clip`)
-and ``BlipForImageTextRetrieval`` (:mod:`.hf_blip`).
+``BlipForImageTextRetrieval`` (:mod:`.hf_blip`) and ``SiglipModel`` (:mod:`.hf_siglip`).
 
 The choice is read from tables, the way timm and open_clip register their models: by the library
 the model's class comes from (:data:`IMAGE_BY_LIBRARY`, :data:`TEXT_BY_LIBRARY`), then by the
@@ -51,6 +51,7 @@ class Towers:
 HF_ADAPTERS: dict[str, Towers] = {
     "CLIPModel": Towers(Adapter("hf_clip", "HFClipVision"), Adapter("hf_clip", "HFClipText")),
     "BlipForImageTextRetrieval": Towers(Adapter("hf_blip", "BlipVision"), Adapter("hf_blip", "BlipText")),
+    "SiglipModel": Towers(Adapter("hf_siglip", "SiglipVision"), Adapter("hf_siglip", "SiglipText")),
 }
 HF_MODELS = tuple(HF_ADAPTERS)
 
@@ -201,7 +202,7 @@ TEXT_BY_LIBRARY: dict[str, Callable[[nn.Module], TextTower]] = {
 def text_tower(model: nn.Module) -> TextTower:
     """The adapter for ``model``'s text tower: the text modules of an open_clip ``CLIP``, the
     ``TextTransformer`` at ``model.text`` (``CustomTextCLIP``, ``CoCa``), or the text tower of a
-    transformers ``CLIPModel`` / ``BlipForImageTextRetrieval``. Raises :class:`UnsupportedModelError`
+    transformers ``CLIPModel`` / ``BlipForImageTextRetrieval`` / ``SiglipModel``. Raises :class:`UnsupportedModelError`
     naming the model and the reason when Grad-ECLIP cannot explain it (open_clip's Hugging Face text
     encoders, pooling at the first token or of every token, attention that changes the q·k arithmetic)."""
     return TEXT_BY_LIBRARY.get(_library(model), _open_clip_text)(model)
