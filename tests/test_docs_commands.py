@@ -21,7 +21,7 @@ def commands(name: str) -> list[str]:
     return [line for line in lines if line.startswith("gradeclip ")]
 
 
-@pytest.mark.parametrize("doc,least", [("analysis.md", 3)])
+@pytest.mark.parametrize("doc,least", [("analysis.md", 3), ("reproduce.md", 8)])
 def test_doc_commands_parse(doc, least):
     found = commands(doc)
     assert len(found) >= least, found

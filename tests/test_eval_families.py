@@ -21,6 +21,7 @@ from conftest import tiny_clip
 from PIL import Image
 from tiny_models import tiny_blip, tiny_eva02, tiny_hf_clip, tiny_resnet_clip
 
+from gradeclip.eval.models import EvalModel
 from gradeclip.preprocessing import OPENAI_MEAN, OPENAI_STD
 
 NAMES = ["cat", "dog", "car", "tree", "boat", "house", "bird"]
@@ -90,6 +91,11 @@ def test_faithfulness_and_localisation_run_for_every_family(family, folder):
         model, dataset, tokenizer=tokenizer, class_names=NAMES, templates=TEMPLATES, steps=4, eval_every=2, progress=False
     )
     assert result.hits["deletion"].shape == (len(dataset), 3, 2)
+    evaluated = EvalModel(model, tokenizer)  # the evaluation's encoder equals the model's own forward
+    x = evaluated.model_ready([ev.load_image(s.path) for s in dataset])
+    with torch.no_grad():
+        own = F.normalize(own_forward(model, x).float(), dim=-1)
+    torch.testing.assert_close(evaluated.encode_images(x, batch_size=3), own, atol=1e-5, rtol=1e-4)
     weights = ev.ZeroShotClassifier(model, tokenizer, NAMES, TEMPLATES).weights
     expected = []
     for sample in dataset:

@@ -13,7 +13,8 @@ from PIL import Image
 
 import gradeclip
 from gradeclip import render
-from gradeclip.image_inputs import DIM, ImageMapping, overlay_original, shortest_side_mapping
+from gradeclip.image_inputs import DIM, overlay_original
+from gradeclip.preprocessing import ImageMapping, shortest_side_mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "examples"))
 import hf_offline  # noqa: E402

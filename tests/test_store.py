@@ -134,18 +134,22 @@ def test_refuses_folders_that_are_not_stores(tmp_path):
         StoreWriter(tmp_path).prepare(CONFIG, overwrite=False, extra={})
 
 
-def test_a_store_written_before_the_warnings_column_still_reads(tmp_path):
-    """Stores made before gradeclip kept per-row warnings have no ``warnings`` column: they open
-    with it all null, and a rerun of one is refused saying why (its manifest names no model fingerprint)."""
+def test_a_store_written_before_the_warnings_and_input_size_columns_still_reads(tmp_path):
+    """Stores made before gradeclip kept per-row warnings and input sizes lack those columns: they
+    open with them all null, ``upsampled`` falls back to the store's one input size, and a rerun of
+    one is refused saying why (its manifest names no model fingerprint)."""
     import pyarrow.parquet as pq
 
     writer = StoreWriter(tmp_path / "s")
     writer.prepare(CONFIG, overwrite=False, extra={})
-    fill(writer, np.random.default_rng(1))
+    written = fill(writer, np.random.default_rng(1))
     writer.merge({})
     index = tmp_path / "s" / "index.parquet"
-    pq.write_table(pq.read_table(index).drop_columns(["warnings"]), index)
+    pq.write_table(pq.read_table(index).drop_columns(["warnings", "input_height", "input_width"]), index)
     store = Store(tmp_path / "s")
     assert store.index.schema.equals(INDEX_SCHEMA) and store.to_pandas()["warnings"].isna().all()
+    assert store.to_pandas()["input_height"].isna().all()
+    raw = store.upsampled(0, normalize=False)
+    np.testing.assert_allclose(raw, bilinear_reference(written[("c0000000", 0)], 24, 40), rtol=1e-5, atol=1e-6)
     with pytest.raises(StoreError, match="by an older gradeclip, which did not record the model's identity"):
         StoreWriter(tmp_path / "s").prepare({**CONFIG, "parameters_sha256": "f" * 64}, overwrite=False, extra={})

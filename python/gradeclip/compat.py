@@ -14,6 +14,7 @@ every part is also its own option, and a part given explicitly wins over the pre
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import InputError
@@ -55,3 +56,53 @@ def resolve(compat: str | None, where: str, given: dict[str, Any]) -> dict[str, 
         out.update(PRESETS[compat][where])
     out.update({name: value for name, value in given.items() if value is not None})
     return out
+
+
+@dataclass(frozen=True)
+class EvalForm:
+    """How an evaluation explains and perturbs, after a preset (SPEC §12).
+
+    Attributes:
+        options: the method's options (the preset's image part under the given ones).
+        resolution: ``"model"`` or ``"native"``.
+        max_short_side: the native cap, applied by :attr:`geometry`'s rule.
+        geometry: ``"gradeclip"`` (one resize, :func:`gradeclip.preprocessing.native_size`) or
+            ``"authors"`` (the image first capped by :func:`gradeclip.preprocessing.authors_cap`:
+            maps, perturbation and scores are all on the capped image, as in their scripts).
+        pixel_order: ``"stable"`` or ``"argsort"`` (:mod:`gradeclip.eval.pixel_order`).
+    """
+
+    options: dict[str, Any]
+    resolution: str
+    max_short_side: int | None
+    geometry: str
+    pixel_order: str
+
+    def settings(self) -> dict[str, Any]:
+        """The parts a result records beyond gradeclip's own settings (empty for gradeclip's defaults)."""
+        extra: dict[str, Any] = {}
+        if self.geometry != "gradeclip":
+            extra["geometry"] = self.geometry
+        if self.pixel_order != "stable":
+            extra["pixel_order"] = self.pixel_order
+        return extra
+
+
+def eval_form(
+    compat: str | None,
+    method: str,
+    options: dict[str, Any] | None,
+    resolution: str | None,
+    max_short_side: int | None,
+    pixel_order: str | None = None,
+) -> EvalForm:
+    """Resolve an evaluation's explanation settings: given values win over the preset's, the
+    preset's over gradeclip's defaults. ``compat`` applies to ``method="gradeclip"`` only (the
+    authors' scripts explain the baselines at the model's 224-px input); :class:`InputError` otherwise."""
+    check_compat(compat)
+    if compat is not None and method != "gradeclip":
+        raise InputError(f"compat={compat!r} reproduces the authors' Grad-ECLIP evaluation; method {method!r} runs without it")
+    form = resolve(compat, "eval", {"resolution": resolution, "pixel_order": pixel_order})
+    shape = resolve(compat, "geometry", {"max_short_side": max_short_side})
+    image = dict(options or {}) if compat is None else resolve(compat, "image", dict(options or {}))
+    return EvalForm(image, form["resolution"], shape["max_short_side"], shape["geometry"], form["pixel_order"])

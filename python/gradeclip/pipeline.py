@@ -53,7 +53,8 @@ from .errors import GradeclipError, InputError, ModelLoadError, StoreError, Unsu
 from .explainer import Explainer, check_option_names
 from .files import write_bytes
 from .hf_loading import is_hf_name
-from .image_inputs import RESOLUTIONS, InputPreparation, overlay_original
+from .image_inputs import overlay_original
+from .preprocessing import RESOLUTIONS, InputPreparation
 from .loading import PRECISIONS, ModelIdentity, load, model_identity, random_weights_warning, skeleton, weights_source
 from .store import INDEX, MANIFEST, OVERLAYS, PARTS, ChunkBuffer, StoreWriter, read_manifest
 from .targets import Row, Targets
@@ -89,7 +90,7 @@ class ExplainJob:
             authors' own two-resize native geometry).
         resolution: ``"model"`` (the model's own preprocess) or ``"native"``: each image at about
             its own size, sides rounded to patch multiples (SPEC §4,
-            :class:`gradeclip.image_inputs.InputPreparation`); a batch's images are explained in
+            :class:`gradeclip.preprocessing.InputPreparation`); a batch's images are explained in
             groups of one input size, and each row records its input size
             (``input_height``, ``input_width``). ``max_short_side``: with ``"native"``, the cap on
             the shorter side.

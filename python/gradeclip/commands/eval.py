@@ -16,6 +16,7 @@ import json
 import sys
 from typing import Any
 
+from ..compat import COMPATS
 from ..errors import GradeclipError, InputError
 
 
@@ -63,8 +64,13 @@ def _explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--templates", default="openai", help="'openai' (80 prompts), 'simple' or a text file with one '{}' template per line"
     )
-    p.add_argument("--resolution", default="model", choices=["model", "native"])
-    p.add_argument("--max-short-side", type=int, default=None, help="cap for --resolution native")
+    p.add_argument("--resolution", default=None, choices=["model", "native"], help="default: model (native with --compat authors)")
+    p.add_argument("--max-short-side", type=int, default=None, help="cap for --resolution native (640 with --compat authors)")
+    p.add_argument(
+        "--compat", choices=list(COMPATS),
+        help="authors: the authors' released evaluation (SPEC §12, docs/reproduce.md): q, k after out_proj, their native geometry; "
+        "faithfulness also their argsort pixel order; text-faithfulness their textual form. Flags given explicitly win",
+    )
     p.add_argument("--explain-batch-size", type=int, default=8)
 
 
@@ -99,6 +105,10 @@ def add_parser(subparsers: Any) -> None:
     faith.add_argument("--steps", type=int, default=100)
     faith.add_argument("--eval-every", type=int, default=10)
     faith.add_argument("--seed", type=int, default=0)
+    faith.add_argument(
+        "--pixel-order", choices=["stable", "argsort"], default=None,
+        help="stable: heat descending, ties in raster order (default); argsort: the authors' np.argsort(-heat) (default with --compat authors)",
+    )
     faith.add_argument("--batch-size", type=int, default=64, help="images per scoring forward")
     faith.set_defaults(run=run)
     text = sub.add_parser("text-faithfulness", help="word deletion / insertion of captions (paper Table III)")
@@ -106,6 +116,7 @@ def add_parser(subparsers: Any) -> None:
     _table_arguments(text, required=True)
     text.add_argument("--n-text-layers", type=int, help="text blocks explained (default: min(8, the text tower's depth))")
     text.add_argument("--heads", default="single", choices=["single", "model"])
+    text.add_argument("--compat", choices=list(COMPATS), help="authors: their released textual form (λ over all 77 positions, one ReLU after the layer sum; SPEC §12)")
     text.add_argument("--modes", nargs="+", default=["deletion", "insertion"], choices=["deletion", "insertion"])
     text.add_argument("--steps", type=int, default=5, help="words changed, one per step")
     text.add_argument("--batch-size", type=int, default=64, help="images per gallery forward")
@@ -196,6 +207,7 @@ def _run(args: argparse.Namespace) -> int:
                 tokenizer=tokenizer,
                 n_text_layers=args.n_text_layers,
                 heads=args.heads,
+                compat=args.compat,
                 modes=args.modes,
                 steps=args.steps,
                 batch_size=args.batch_size,
@@ -212,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
         templates=templates(args.templates),
         resolution=args.resolution,
         max_short_side=args.max_short_side,
+        compat=args.compat,
         explain_batch_size=args.explain_batch_size,
         **run_options,
     )
@@ -241,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
                         steps=args.steps,
                         eval_every=args.eval_every,
                         seed=args.seed,
+                        pixel_order=args.pixel_order,
                         batch_size=args.batch_size,
                         **explain_options,
                     )

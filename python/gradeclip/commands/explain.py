@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
     from ..compat import PRESETS
     from ..data import FORMATS
     from ..data.table import CAPTION_COLUMNS, IMAGE_COLUMNS, KEY_COLUMNS, LABEL_COLUMNS
-    from ..image_inputs import RESOLUTIONS
+    from ..preprocessing import RESOLUTIONS
     from ..loading import PRECISIONS
     from ..methods.gradeclip import HEADS, QK_SPACES, SPATIAL
     from ..pipeline import COLORMAPS

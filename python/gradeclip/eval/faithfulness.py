@@ -17,11 +17,15 @@ from torch import Tensor, nn
 
 from .._version import __version__
 from ..data import Sample, load_images
+from PIL import Image
+
+from ..compat import eval_form
 from ..errors import InputError
-from ..preprocessing import resize_center_crop
+from ..preprocessing import authors_cap, resize_center_crop
 from .datasets import CaptionTable, ImageFolder
 from .models import UPSAMPLING, EvalModel, Maps, check_method
 from .perturbation import MODES, check_modes, checkpoint_fractions, perturbation_steps
+from .pixel_order import ordered_heat
 from .report import FaithfulnessResult, default_name
 from .runner import Stopwatch, first_samples, positive_int, run_resumable, save
 from .scorers import RetrievalScorer, ZeroShotClassifier
@@ -43,8 +47,10 @@ def deletion_insertion(
     steps: int = 100,
     eval_every: int = 10,
     seed: int = 0,
-    resolution: str = "model",
+    resolution: str | None = None,
     max_short_side: int | None = None,
+    compat: str | None = None,
+    pixel_order: str | None = None,
     batch_size: int = 64,
     chunk_size: int = 16,
     explain_batch_size: int = 8,
@@ -78,6 +84,12 @@ def deletion_insertion(
             sees it) or ``"native"`` (explain at the image's own size, perturb the original image,
             score its model-ready view).
         max_short_side: cap for ``resolution="native"``.
+        compat: ``"authors"``: their ``imagenet_eval_deletion.py`` (SPEC §12, ``docs/reproduce.md``):
+            ``qk_space="out_proj"``, native resolution in their geometry (the image capped at 640 px
+            by ``int()`` truncation and explained at ``int(x/p + 0.5)·p``; maps, perturbation and
+            scores on the capped image) and ``pixel_order="argsort"``; values given explicitly
+            win. ``method="gradeclip"`` only.
+        pixel_order: ``"stable"`` (default: SPEC §7) or ``"argsort"`` (:mod:`gradeclip.eval.pixel_order`).
         batch_size: images per scoring forward (checkpoints of several images are batched together).
         chunk_size: images prepared at once (memory: ``chunk_size · K · 3 · S² · 4`` bytes per mode).
         explain_batch_size: images per explainer call (``resolution="model"``).
@@ -91,7 +103,10 @@ def deletion_insertion(
     Returns:
         :class:`~gradeclip.eval.report.FaithfulnessResult`.
     """
-    options = check_method(method, options, resolution, explain_batch_size)
+    form = eval_form(compat, method, options, resolution, max_short_side, pixel_order)
+    ordered_heat(np.zeros((1, 1), np.float32), form.pixel_order)  # an unknown order fails before any work
+    resolution, max_short_side = form.resolution, form.max_short_side
+    options = check_method(method, form.options, resolution, explain_batch_size)
     positive_int("chunk_size", chunk_size)
     if target not in TARGETS:
         raise InputError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
@@ -136,6 +151,7 @@ def deletion_insertion(
         "seed": seed,
         "resolution": resolution,
         "max_short_side": max_short_side,
+        **form.settings(),
         "input_size": geometry.size,
         "mean": geometry.mean,
         "std": geometry.std,
@@ -143,10 +159,10 @@ def deletion_insertion(
         "gradeclip": __version__,
     }
     name = name or default_name(settings)
-    maps = Maps(evaluated, method, options, resolution, max_short_side, explain_batch_size)
+    maps = Maps(evaluated, method, options, resolution, max_short_side, explain_batch_size, form.geometry)
 
     def evaluate(chunk: Sequence[Sample]) -> list[dict[str, Any]]:
-        return _chunk(chunk, evaluated, scorer, maps, target, modes, steps, eval_every, seed, batch_size, clock)
+        return _chunk(chunk, evaluated, scorer, maps, target, modes, steps, eval_every, seed, batch_size, clock, form.pixel_order)
 
     records, journal = run_resumable(
         samples,
@@ -175,13 +191,20 @@ def _chunk(
     seed: int,
     batch_size: int,
     clock: Stopwatch,
+    pixel_order: str = "stable",
 ) -> list[dict[str, Any]]:
     """Evaluate one chunk of images; returns one record per image (index, key, target, hits)."""
     g = evaluated.geometry
     with clock("load"):
         originals = load_images([s.path for s in chunk])
     with clock("preprocess"):
-        images = list(resize_center_crop(originals, g.size)) if maps.resolution == "model" else originals
+        if maps.resolution == "model":
+            images = list(resize_center_crop(originals, g.size))
+        elif maps.native_geometry == "authors" and maps.max_short_side is not None:
+            # their scripts cap first: maps, perturbation and scores are all on the capped image
+            images = [np.asarray(authors_cap(Image.fromarray(o), maps.max_short_side)) for o in originals]
+        else:
+            images = originals
     if isinstance(scorer, RetrievalScorer):
         targets = [s.index for s in chunk]
     elif target == "ground_truth":
@@ -192,7 +215,7 @@ def _chunk(
         with clock("score"):
             targets = scorer.predict(evaluated.encode_images(clean, batch_size))
     with clock("explain"):
-        heat = maps(images, scorer.text_embeddings(targets), targets)
+        heat = [ordered_heat(h, pixel_order) for h in maps(images, scorer.text_embeddings(targets), targets)]
     k = steps // eval_every + 1
     hits: dict[str, np.ndarray] = {}
     for mode in modes:

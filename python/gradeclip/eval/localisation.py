@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..preprocessing import mask_in_geometry, resize_center_crop
 from .datasets import MaskFolder
 from .metrics import LOCALIZATION_METRICS, localization_metrics
+from ..compat import eval_form
 from .models import UPSAMPLING, EvalModel, Maps, check_method
 from .report import LocalizationResult, default_name
 from .runner import Stopwatch, first_samples, positive_int, run_resumable, save
@@ -33,8 +34,9 @@ def localization(
     text: str | None = None,
     class_names: Sequence[str] | None = None,
     templates: Sequence[Callable[[str], str] | str] | None = None,
-    resolution: str = "model",
+    resolution: str | None = None,
     max_short_side: int | None = None,
+    compat: str | None = None,
     chunk_size: int = 16,
     explain_batch_size: int = 8,
     limit: int | None = None,
@@ -58,7 +60,9 @@ def localization(
     Returns:
         :class:`~gradeclip.eval.report.LocalizationResult`.
     """
-    options = check_method(method, options, resolution, explain_batch_size)
+    form = eval_form(compat, method, options, resolution, max_short_side)
+    resolution, max_short_side = form.resolution, form.max_short_side
+    options = check_method(method, form.options, resolution, explain_batch_size)
     positive_int("chunk_size", chunk_size)
     if not isinstance(dataset, MaskFolder):
         raise InputError(f"dataset must be a MaskFolder, got {type(dataset).__name__}")
@@ -96,9 +100,10 @@ def localization(
         "map_normalisation": "min-max per map (constant map -> zeros)",
         "foreground": "h > mean(h)",
         "gradeclip": __version__,
+        **{k: v for k, v in form.settings().items() if k != "pixel_order"},
     }
     name = name or default_name(settings)
-    maps = Maps(evaluated, method, options, resolution, max_short_side, explain_batch_size)
+    maps = Maps(evaluated, method, options, resolution, max_short_side, explain_batch_size, form.geometry)
 
     def evaluate(chunk: Sequence[Sample]) -> list[dict[str, Any]]:
         return _chunk(chunk, dataset.mask_format, maps, embed, clock)

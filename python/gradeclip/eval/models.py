@@ -89,7 +89,14 @@ class Maps:
     size (one by one), each upsampled to its image's size (SPEC §5, :func:`gradeclip.render.upsample`)."""
 
     def __init__(
-        self, evaluated: EvalModel, method: str, options: dict[str, Any], resolution: str, max_short_side: int | None, batch: int
+        self,
+        evaluated: EvalModel,
+        method: str,
+        options: dict[str, Any],
+        resolution: str,
+        max_short_side: int | None,
+        batch: int,
+        native_geometry: str = "gradeclip",
     ):
         # the explainer's tokenizer encodes methods' text options, e.g. CLIP Surgery's empty-prompt
         # redundant feature, which it needs whenever a batch holds one text
@@ -99,6 +106,8 @@ class Maps:
         self.resolution = resolution
         self.max_short_side = max_short_side
         self.batch = batch
+        #: the native-resolution geometry: ``"gradeclip"`` or ``"authors"`` (SPEC §12)
+        self.native_geometry = native_geometry
 
     def __call__(self, images: list[np.ndarray], texts: Tensor, text_ids: Sequence[int]) -> list[np.ndarray]:
         """One float32 map per image at that image's size, explaining image ``b`` for ``texts[b]``.
@@ -110,7 +119,7 @@ class Maps:
         grids: list[np.ndarray] = []
         if self.resolution == "native":
             for image, text in zip(images, texts):
-                x = native_preprocess(image, self.evaluated.model, self.max_short_side)[None]
+                x = native_preprocess(image, self.evaluated.model, self.max_short_side, geometry=self.native_geometry)[None]
                 res = explainer.explain_image(x, text[None], method=self.method, **self.options)
                 grids.append(res.maps[0, 0].detach().float().cpu().numpy())
         else:

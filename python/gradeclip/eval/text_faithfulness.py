@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from .._version import __version__
 from ..data import Sample, load_images
+from ..compat import check_compat
 from ..errors import InputError
 from ..explainer import default_text_layers
 from .datasets import CaptionTable
@@ -30,6 +31,7 @@ def text_deletion_insertion(
     tokenizer: Callable[[list[str]], Tensor],
     n_text_layers: int | None = None,
     heads: str = "single",
+    compat: str | None = None,
     modes: Sequence[str] = MODES,
     steps: int = 5,
     batch_size: int = 64,
@@ -51,10 +53,12 @@ def text_deletion_insertion(
         model, dataset, tokenizer: the model, a :class:`CaptionTable` and the model's tokenizer
             (open_clip's ``SimpleTokenizer``, which the textual explanation needs).
         n_text_layers, heads: options of :meth:`gradeclip.Explainer.explain_text` (None: ``min(8, depth)``).
+        compat: ``"authors"``: the authors' released textual form (SPEC §3 (a), (b), §12).
         modes, steps: which curves, and how many words (default 5, as in the paper).
         Other arguments as for :func:`deletion_insertion`.
     """
     modes = check_modes(modes)
+    check_compat(compat)
     positive_int("steps", steps)
     positive_int("chunk_size", chunk_size)
     if not isinstance(dataset, CaptionTable):
@@ -72,7 +76,7 @@ def text_deletion_insertion(
         "task": "text_faithfulness",
         "model": evaluated.describe(model_name),
         "method": "gradeclip",
-        "options": {"n_text_layers": n_text_layers, "heads": heads},
+        "options": {"n_text_layers": n_text_layers, "heads": heads, **({} if compat is None else {"compat": compat})},
         "target": "ground_truth",
         **scorer.describe(),
         "dataset": dataset.describe(),
@@ -100,6 +104,7 @@ def text_deletion_insertion(
                     [s.caption or "" for s in rows],
                     n_layers=n_text_layers,
                     heads=heads,
+                    compat=compat,
                 )
                 for t, s in enumerate(rows):
                     importance = [w for _, w in exp.words(0, t)]
