@@ -189,7 +189,7 @@ def test_analyze_command_runs_on_the_shipped_model(tmp_path, capsys):
     assert main(["analyze", "addibility", "--model", "gradeclip-synth", "--image", str(tmp_path / "scene.png"), "--phrases", "purple star", "--out", str(tmp_path / "a")]) == 0
     rows = json.loads((tmp_path / "a" / "addibility.json").read_text())
     assert rows[0]["phrase"] == "purple star" and set(rows[0]) >= {"sum_cosine", "cosine[purple]", "cosine[star]"}
-    assert main(["analyze", "attributes", "--model", "gradeclip-synth", "--scenes", "2", "--types", "colour", "size", "--out", str(tmp_path / "t")]) == 0
+    assert main(["analyze", "attributes", "--model", "gradeclip-synth", "--scenes", "1", "--types", "colour", "size", "--out", str(tmp_path / "t")]) == 0
     text = (tmp_path / "t" / "attributes.md").read_text()
     assert "**colour**" in text and "**size**" in text and "**shape**" not in text
     assert main(["analyze", "attributes", "--model", "gradeclip-synth", "--scenes", "1", "--types", "material", "--out", str(tmp_path / "x")]) == 2

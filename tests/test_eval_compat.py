@@ -60,7 +60,7 @@ def test_authors_deletion_insertion_equals_their_loop(photo_root, model, tokeniz
 
     dataset = ev.ImageFolder(photo_root / "images")
     names = dataset.class_names + DISTRACTORS
-    common = dict(tokenizer=tokenizer, class_names=names, templates=TEMPLATES, steps=STEPS, eval_every=EVAL_EVERY, seed=3, progress=False, limit=4)
+    common = dict(tokenizer=tokenizer, class_names=names, templates=TEMPLATES, steps=STEPS, eval_every=EVAL_EVERY, seed=3, progress=False, limit=3)
     calls: list[tuple[list, list]] = []  # what the harness perturbs: per chunk of 2, deletion then insertion
 
     def recording(images, maps, *args, **kwargs):
@@ -75,7 +75,7 @@ def test_authors_deletion_insertion_equals_their_loop(photo_root, model, tokeniz
     weights = classifier_weights(model, tokenizer, names)
     g = ev.Geometry.of(model)
     expected = {mode: [] for mode in ev.MODES}
-    for sample in list(dataset)[:4]:
+    for sample in list(dataset)[:3]:
         capped, x = authors_input(Image.open(sample.path).convert("RGB"), g.mean, g.std)
         grid = gradeclip.Explainer(model).explain_image(x, weights[sample.label][None], qk_space="out_proj").maps[0, :1].numpy()
         heat = argsort_ranks(upsample(grid, capped.shape[:2])[0])

@@ -19,11 +19,18 @@ from gradeclip.eval.regions import (
     RegionImage,
     box_embeddings,
     coco_regions,
+    evaluate,
     mask_embeddings,
     recall_at,
     region_accuracy,
     synth_regions,
 )
+
+
+def test_gradeclip_eval_exposes_the_regions_task():
+    import gradeclip.eval as ev
+
+    assert "regions" in ev.__all__ and ev.regions.evaluate is evaluate
 
 
 def _bilinear(grid, y, x):

@@ -154,3 +154,21 @@ def tiny_coca(**text_overrides):
             if name in ("token_embedding.weight", "positional_embedding", "cls_emb"):
                 p.mul_(50.0)
     return model.eval()
+
+
+def tiny_synth_weights(path):
+    """A random gradeclip-synth-architecture model far smaller than the shipped one (32 px, conv stem,
+    2 vision blocks and 1 text block of width 32, the synth world's tokenizer), written with
+    ``save_weights`` to ``path``: pass it as ``pretrained`` of ``gradeclip-synth``. Returns ``path``."""
+    from gradeclip.synth.model import build_model, save_weights
+
+    config = {
+        "embed_dim": 32,
+        "vision_stem": "conv",
+        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16, "mlp_ratio": 2.0},
+        "text_cfg": {"context_length": 48, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1, "mlp_ratio": 2.0},
+        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+    }
+    torch.manual_seed(11)
+    save_weights(spread(build_model(config)), config, path, {"tiny": True})
+    return path
