@@ -259,6 +259,7 @@ class HFTokenizer:
     Attributes:
         sot_token_id: the start token's id, or None for a tokenizer that adds none (SigLIP's).
         eot_token_id: the end token's id.
+        first: the position of a caption's first token in the ids (1 after a start token, else 0).
     """
 
     def __init__(self, tokenizer: Any, context_length: int):
