@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .attribute_probes import ATTRIBUTE_TYPES, AttributeReport, LabelledScene, attributes, synth_scenes
+from .attribute_probes import ATTRIBUTE_TYPES, AttributeReport, LabelledScene, attributes, labelled_scenes, synth_scenes
 from .concepts import PhraseReport, addibility
 from .word_concreteness import ConcretenessReport, brysbaert_norms, concreteness, explain_corpus
 
@@ -22,5 +22,6 @@ __all__ = [
     "brysbaert_norms",
     "concreteness",
     "explain_corpus",
+    "labelled_scenes",
     "synth_scenes",
 ]

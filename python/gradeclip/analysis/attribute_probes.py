@@ -20,6 +20,7 @@ only the attribute can pick the target.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from ..data import load_image, load_mask
 from ..errors import InputError
 from ..explainer import Explainer
+from ..preprocessing import mask_in_geometry
 from ..targets import explain_subsets, explain_words
 from .common import localise, overlays, seen_pixels, text_layers
 from .figures import map_grid
@@ -286,4 +290,58 @@ def synth_scenes(count: int, *, split: str = "test", seed: int = 0, min_objects:
             continue
         objects = tuple({"colour": o.colour, "shape": o.shape, "size": o.size, "region": o.region} for o in scene.objects)
         out.append(LabelledScene(preprocess(scene.pil()), scene.masks, objects, f"{split}-{scene.index}"))
+    return out
+
+
+#: every object's labels in ``attributes.json`` (all probe texts name colour and shape; size and region feed their types)
+LABEL_KEYS = ("colour", "shape", "size", "region")
+
+
+def labelled_scenes(folder: str | os.PathLike[str], *, preprocess: Any) -> list[LabelledScene]:
+    """The scenes ``folder/attributes.json`` describes, as :class:`LabelledScene`.
+
+    The file is a list of ``{"image": PATH, "objects": [{"mask": PATH, "colour": ..., "shape": ...,
+    "size": ..., "region": ...}, ...]}`` (paths relative to ``folder``; each mask a binary PNG of its
+    image's size; every object needs all four labels as strings). Images and masks are decoded by
+    :mod:`gradeclip.data`; each image goes through ``preprocess`` (the model's transform: resize of the
+    shorter side and centre crop) and each mask through the same geometry (:func:`mask_in_geometry`).
+    Scenes are named by their image path. Returns one scene per entry, in file order.
+
+    Raises:
+        InputError: naming the file, the entry and the key that is missing or malformed, or an image
+            and mask of different sizes; :class:`UnreadableImage` naming an unreadable image or mask.
+    """
+    root = os.fspath(folder)
+    index = os.path.join(root, "attributes.json")
+    try:
+        with open(index, encoding="utf-8") as f:
+            entries = json.load(f)
+    except OSError as exc:
+        raise InputError(f"--folder {root!r}: cannot read {index!r}: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{index!r} is not valid JSON: {exc}") from exc
+    if not isinstance(entries, list) or not entries:
+        raise InputError(f"{index!r} must be a non-empty list of {{\"image\": ..., \"objects\": [...]}} entries")
+    out = []
+    for n, entry in enumerate(entries):
+        where = f"{index!r} entry {n}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+            raise InputError(f"{where}: needs an \"image\" path (a string)")
+        objects = entry.get("objects")
+        if not isinstance(objects, list) or not objects:
+            raise InputError(f"{where} ({entry['image']}): needs a non-empty \"objects\" list")
+        pixels = load_image(os.path.join(root, entry["image"]))
+        image = preprocess(Image.fromarray(pixels))
+        masks, labels = [], []
+        for k, obj in enumerate(objects):
+            at = f"{where} ({entry['image']}) object {k}"
+            missing = [key for key in ("mask", *LABEL_KEYS) if not isinstance(obj, dict) or not isinstance(obj.get(key), str) or not obj[key]]
+            if missing:
+                raise InputError(f"{at}: missing or non-string key(s) {', '.join(missing)}; every object needs mask, {', '.join(LABEL_KEYS)}")
+            mask = load_mask(os.path.join(root, obj["mask"]), "binary")
+            if mask.shape != pixels.shape[:2]:
+                raise InputError(f"{at}: mask {obj['mask']!r} is {mask.shape[0]}×{mask.shape[1]} but the image is {pixels.shape[0]}×{pixels.shape[1]}")
+            masks.append(mask_in_geometry(mask, image.shape[-1]))
+            labels.append({key: obj[key] for key in LABEL_KEYS})
+        out.append(LabelledScene(image, np.stack(masks), tuple(labels), entry["image"]))
     return out

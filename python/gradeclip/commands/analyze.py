@@ -2,6 +2,7 @@
 
     gradeclip analyze addibility --model gradeclip-synth --image scene.png --phrases "red circle" "small blue star" --out add/
     gradeclip analyze attributes --model gradeclip-synth --scenes 200 --out attrs/
+    gradeclip analyze attributes --model gradeclip-synth --folder labelled/ --out attrs/
     gradeclip analyze concreteness --model ViT-B-16 --pretrained openai --data coco_val.csv --out conc/
 """
 
@@ -45,9 +46,10 @@ def add_parser(subparsers: Any) -> None:
     a.add_argument("--mask", help="optional object mask file (energy inside it per map)")
     a.set_defaults(run=run_addibility)
 
-    t = sub.add_parser("attributes", help='"ATTR NOUN" vs "NOUN" probes on synthetic scenes with exact ground truth (§5.2)')
+    t = sub.add_parser("attributes", help='"ATTR NOUN" vs "NOUN" probes on scenes with exact ground truth (§5.2)')
     _model_arguments(t)
-    t.add_argument("--scenes", type=int, default=200, help="synthetic scenes probed (default: 200)")
+    t.add_argument("--folder", metavar="DIR", help="labelled image folder with attributes.json (docs/analysis.md) instead of synthetic scenes")
+    t.add_argument("--scenes", type=int, default=200, help="synthetic scenes probed (default: 200; ignored with --folder)")
     t.add_argument("--split", choices=("train", "val", "test"), default="test", help="synthetic split (default: test)")
     t.add_argument("--seed", type=int, default=0, help="synthetic world seed (default: 0)")
     t.add_argument("--types", nargs="+", default=None, metavar="TYPE", help="attribute types: colour shape size position (default: all)")
@@ -110,12 +112,15 @@ def run_addibility(args: argparse.Namespace) -> int:
 
 def run_attributes(args: argparse.Namespace) -> int:
     """Write ``attributes.csv`` (per probe), ``attributes.md`` (per-type tables), ``attributes.png``."""
-    from ..analysis import ATTRIBUTE_TYPES, attributes, synth_scenes
+    from ..analysis import ATTRIBUTE_TYPES, attributes, labelled_scenes, synth_scenes
     from ..files import write_text
 
     try:
         explainer, preprocess, out = _setup(args)
-        scenes = synth_scenes(args.scenes, split=args.split, seed=args.seed, preprocess=preprocess)
+        if args.folder:
+            scenes = labelled_scenes(args.folder, preprocess=preprocess)
+        else:
+            scenes = synth_scenes(args.scenes, split=args.split, seed=args.seed, preprocess=preprocess)
         report = attributes(
             explainer, scenes, kinds=args.types or ATTRIBUTE_TYPES, n_text_layers=args.text_layers, compat=args.compat, figure=out / "attributes.png"
         )
